@@ -1,0 +1,37 @@
+"""Point-wise dependency objectives on a critic's score matrix: plain PyTorch, no Lightning.
+
+``scores[i, j] = critic(x_i, y_j)``; joint pairs on the diagonal (see ``pdrl.losses.base``). Each loss
+module returns the training loss from ``forward``, the MI readout from ``.mi`` and the pointwise
+log-PD from ``.log_pd``.
+"""
+
+from pdrl.losses.base import DependencyLoss, ScoreMatrix
+from pdrl.losses.classifier import PCCLoss
+from pdrl.losses.contrastive import CPCLoss
+from pdrl.losses.density_matching import DensityMatchingLagrangianLoss, DensityMatchingPenaltyLoss
+from pdrl.losses.mice import MICELoss
+from pdrl.losses.ratio_fitting import DRFCLoss
+from pdrl.losses.registry import OBJECTIVES, build_objective
+from pdrl.losses.variational import DVLoss, JSLoss, MINELoss, NWJLoss, SMILELoss, VariationalBoundLoss
+
+InfoNCELoss = CPCLoss
+
+__all__ = [
+    "CPCLoss",
+    "DRFCLoss",
+    "DVLoss",
+    "DensityMatchingLagrangianLoss",
+    "DensityMatchingPenaltyLoss",
+    "DependencyLoss",
+    "InfoNCELoss",
+    "JSLoss",
+    "MICELoss",
+    "MINELoss",
+    "NWJLoss",
+    "OBJECTIVES",
+    "PCCLoss",
+    "SMILELoss",
+    "ScoreMatrix",
+    "VariationalBoundLoss",
+    "build_objective",
+]

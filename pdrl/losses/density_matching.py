@@ -1,0 +1,45 @@
+"""Density matching, the two constrained forms of the PD paper (Sec. 3.1, Eq. 2 and Eq. 3)."""
+
+from __future__ import annotations
+
+import torch
+
+from pdrl.losses.base import DependencyLoss, ScoreMatrix, exp_linear_above
+
+
+class DensityMatchingLagrangianLoss(DependencyLoss):
+    """Density Matching I (PD paper Eq. 2): match P with Q e^f under the constraint E_Q[e^f] = 1,
+    enforced by its Lagrangian::
+
+        J = E_P[f] - (E_Q[e^f] - 1)          readout E_P[f]          log-PD = f
+
+    This is the NWJ objective shifted by one; its optimum is f = log-PD.
+    """
+
+    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+        return matrix.joint_mean(matrix.joint) - (exp_linear_above(matrix.marginal_logmeanexp(matrix.scores)) - 1.0)
+
+    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+        return matrix.joint_mean(matrix.joint)
+
+
+class DensityMatchingPenaltyLoss(DependencyLoss):
+    """Density Matching II (PD paper Eq. 3): the constraint log E_Q[e^f] = 0 as a quadratic penalty::
+
+        J = E_P[f] - eta * (log E_Q[e^f])^2          readout E_P[f]          log-PD = f
+
+    Args:
+        eta: penalty weight (> 0); the paper uses 1.
+    """
+
+    def __init__(self, eta: float = 1.0) -> None:
+        super().__init__()
+        if not eta > 0:
+            raise ValueError(f"DensityMatchingPenaltyLoss(eta={eta}) is out of range: eta must be > 0, e.g. 1.0.")
+        self.eta = float(eta)
+
+    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+        return matrix.joint_mean(matrix.joint) - self.eta * matrix.marginal_logmeanexp(matrix.scores).square()
+
+    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+        return matrix.joint_mean(matrix.joint)

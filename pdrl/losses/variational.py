@@ -1,0 +1,150 @@
+"""Variational MI bounds: NWJ, JS, DV, MINE, SMILE and the plug-in bound (PD paper Table 1)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from pdrl.losses.base import DependencyLoss, ScoreMatrix, exp_linear_above
+
+
+def js_objective(matrix: ScoreMatrix) -> torch.Tensor:
+    """Jensen-Shannon (f-GAN) objective ``-E_P softplus(-f) - E_Q softplus(f)``, optimal at f = log-PD."""
+    return -(matrix.joint_mean(F.softplus(-matrix.joint)) + matrix.marginal_mean(F.softplus(matrix.scores)))
+
+
+def nwj_value(matrix: ScoreMatrix, scores_minus_one: torch.Tensor, joint_minus_one: torch.Tensor) -> torch.Tensor:
+    """``1 + E_P[g] - E_Q[e^g]`` for g given on the joint pairs and on the whole matrix."""
+    return 1.0 + matrix.joint_mean(joint_minus_one) - exp_linear_above(matrix.marginal_logmeanexp(scores_minus_one))
+
+
+class NWJLoss(DependencyLoss):
+    """Nguyen-Wainwright-Jordan bound (PD paper Table 1, row NWJ)::
+
+        I_NWJ = 1 + E_P[f - 1] - E_Q[e^(f - 1)]         log-PD = f - 1
+
+    The objective is also the readout. ``E_Q[e^(f-1)]`` is formed as ``exp(logmeanexp)`` and continued
+    linearly above e^50 so that large scores give a large but finite loss.
+    """
+
+    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+        return nwj_value(matrix, matrix.scores - 1.0, matrix.joint - 1.0)
+
+    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+        return self.objective(matrix)
+
+    def log_pd(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores - 1.0
+
+    def scores_from_log_pd(self, log_pd: torch.Tensor) -> torch.Tensor:
+        return log_pd + 1.0
+
+
+class JSLoss(DependencyLoss):
+    """Jensen-Shannon training, NWJ readout (Poole et al. 2019; PD paper Table 1, row JS)::
+
+    train:   -E_P softplus(-f) - E_Q softplus(f)        (optimal f = log-PD)
+    readout: NWJ at f + 1 = 1 + E_P[f] - E_Q[e^f]
+    """
+
+    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+        return js_objective(matrix)
+
+    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+        return nwj_value(matrix, matrix.scores, matrix.joint)
+
+
+class DVLoss(DependencyLoss):
+    """Donsker-Varadhan bound (PD paper Table 1, row DV; MINE without the moving average)::
+
+    I_DV = E_P[f] - log E_Q[e^f]          log-PD = f (up to a constant)
+    """
+
+    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+        return matrix.joint_mean(matrix.joint) - matrix.marginal_logmeanexp(matrix.scores)
+
+    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+        return self.objective(matrix)
+
+
+class MINELoss(DVLoss):
+    """MINE (Belghazi et al. 2018): the DV bound with a bias-corrected gradient.
+
+    The gradient of ``log E_Q[e^f]`` is ``grad E_Q[e^f] / E_Q[e^f]``; MINE replaces the denominator with an
+    exponential moving average over batches (``momentum`` is the weight of the past). In log space, with
+    t = log E_Q[e^f] on this batch and the running ``log_ema``, the partition term contributes the value t
+    and the gradient ``exp(t - log_ema) * grad t``. The readout is DV. The average is a buffer, so it is
+    saved in checkpoints and identical on every rank (t is a global quantity).
+
+    Args:
+        momentum: weight of the running average in ``[0, 1)`` (0.9 in the PD code).
+    """
+
+    log_ema: torch.Tensor
+
+    def __init__(self, momentum: float = 0.9) -> None:
+        super().__init__()
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"MINELoss(momentum={momentum}) is out of range: momentum must be in [0, 1), e.g. 0.9.")
+        self.momentum = float(momentum)
+        self.register_buffer("log_ema", torch.tensor(math.nan))
+
+    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+        log_partition = matrix.marginal_logmeanexp(matrix.scores)
+        if not (self.training and torch.is_grad_enabled()):
+            return matrix.joint_mean(matrix.joint) - log_partition
+        self._update_average(log_partition.detach())
+        weight = exp_linear_above(log_partition - self.log_ema.to(log_partition))
+        surrogate = log_partition.detach() + weight - weight.detach()
+        return matrix.joint_mean(matrix.joint) - surrogate
+
+    @torch.no_grad()
+    def _update_average(self, log_partition: torch.Tensor) -> None:
+        batch_value = log_partition.to(self.log_ema.dtype)
+        if torch.isnan(self.log_ema) or self.momentum == 0.0:
+            self.log_ema.copy_(batch_value)
+        else:
+            past = math.log(self.momentum) + self.log_ema
+            self.log_ema.copy_(torch.logaddexp(past, math.log1p(-self.momentum) + batch_value))
+
+    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+        return matrix.joint_mean(matrix.joint) - matrix.marginal_logmeanexp(matrix.scores)
+
+
+class SMILELoss(DependencyLoss):
+    """SMILE (Song & Ermon 2020): JS training, DV readout with a clipped partition::
+
+        train:   JS objective
+        readout: E_P[f] - log E_Q[e^clip(f, -tau, tau)]
+
+    Args:
+        tau: clipping threshold (> 0); ``math.inf`` gives the unclipped DV readout. Usual values 1, 5, inf.
+    """
+
+    def __init__(self, tau: float = 1.0) -> None:
+        super().__init__()
+        if not tau > 0:
+            raise ValueError(f"SMILELoss(tau={tau}) is out of range: tau must be > 0 (e.g. 1.0, 5.0 or inf).")
+        self.tau = float(tau)
+
+    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+        return js_objective(matrix)
+
+    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+        clipped = matrix.scores.clamp(-self.tau, self.tau)
+        return matrix.joint_mean(matrix.joint) - matrix.marginal_logmeanexp(clipped)
+
+
+class VariationalBoundLoss(DependencyLoss):
+    """The variational plug-in estimate (PD paper Eq. 1): JS training, readout ``E_P[f]``.
+
+    With the JS optimum f = log-PD, the average score on joint pairs is the MI (the mean PMI).
+    """
+
+    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+        return js_objective(matrix)
+
+    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+        return matrix.joint_mean(matrix.joint)
