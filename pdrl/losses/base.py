@@ -22,12 +22,14 @@ from torch import nn
 from pdrl import distributed
 
 
-def exp_linear_above(z: torch.Tensor, limit: float = 50.0) -> torch.Tensor:
+def exp_linear_above(z: torch.Tensor, limit: float = 10.0) -> torch.Tensor:
     """``exp(z)`` for ``z <= limit``, continued linearly (value and slope match) above it.
 
     The exponential partition terms of NWJ, JS and Density Matching I would overflow to ``inf`` for
     scores in the hundreds; above ``limit`` they grow linearly instead, so value and gradient stay finite
-    while the loss still pushes the scores down.
+    while the loss still pushes the scores down. At the default limit the slope never exceeds
+    e^10 ~ 2.2e4, so the gradient flowing back into float16 scores stays inside float16's range. The
+    terms concerned are ~1 at the optimum (E_Q[r] = 1): only a diverging critic reaches the linear part.
     """
     return torch.exp(z.clamp(max=limit)) * (1.0 + torch.relu(z - limit))
 

@@ -26,7 +26,13 @@ class DensityMatchingLagrangianLoss(DependencyLoss):
 class DensityMatchingPenaltyLoss(DependencyLoss):
     """Density Matching II (PD paper Eq. 3): the constraint log E_Q[e^f] = 0 as a quadratic penalty::
 
-        J = E_P[f] - eta * (log E_Q[e^f])^2          readout E_P[f]          log-PD = f
+        J = E_P[f] - eta * (log E_Q[e^f])^2          log-PD = f - 1/(2 eta)          readout E_P[f] - 1/(2 eta)
+
+    The penalty does not pin the optimum at the true log-PD. Writing f = log r + c, the functional
+    derivative of J is ``p(x,y) - 2 eta c p(x,y)``, zero only at c = 1/(2 eta): the optimal critic sits
+    1/(2 eta) nats above the log-PD (0.5 nats at the paper's eta = 1), and the paper's readout E_P[f]
+    carries that bias. pdrl subtracts it in ``log_pd`` and ``mi_readout`` (checked in
+    ``tests/test_losses.py``, where the true ratio must be a stationary point and recover the true MI).
 
     Args:
         eta: penalty weight (> 0); the paper uses 1.
@@ -38,8 +44,19 @@ class DensityMatchingPenaltyLoss(DependencyLoss):
             raise ValueError(f"DensityMatchingPenaltyLoss(eta={eta}) is out of range: eta must be > 0, e.g. 1.0.")
         self.eta = float(eta)
 
+    @property
+    def offset(self) -> float:
+        """The optimal critic's height above the log-PD, 1/(2 eta)."""
+        return 0.5 / self.eta
+
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
         return matrix.joint_mean(matrix.joint) - self.eta * matrix.marginal_logmeanexp(matrix.scores).square()
 
     def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
-        return matrix.joint_mean(matrix.joint)
+        return matrix.joint_mean(matrix.joint) - self.offset
+
+    def log_pd(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores - self.offset
+
+    def scores_from_log_pd(self, log_pd: torch.Tensor) -> torch.Tensor:
+        return log_pd + self.offset

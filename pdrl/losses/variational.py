@@ -26,7 +26,7 @@ class NWJLoss(DependencyLoss):
         I_NWJ = 1 + E_P[f - 1] - E_Q[e^(f - 1)]         log-PD = f - 1
 
     The objective is also the readout. ``E_Q[e^(f-1)]`` is formed as ``exp(logmeanexp)`` and continued
-    linearly above e^50 so that large scores give a large but finite loss.
+    linearly above e^10 (``exp_linear_above``) so that large scores give a large but finite loss.
     """
 
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
