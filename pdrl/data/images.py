@@ -1,0 +1,299 @@
+"""Image datamodules that cut every image into two views: its top half and its bottom half.
+
+The shallow task of Tschannen et al. (2020; PD paper Sec. 5.2) pairs x1 = the top half and x2 = the
+bottom half of an image: pixels divided by their maximum (255, or 16 for scikit-learn's digits), in
+(H, W, C) order, flattened. No augmentation. Every datamodule here
+
+- trains on batches ``(top, bottom)`` of the train split (shuffled, last incomplete batch dropped);
+- gives the linear probe its labelled data through one small interface,
+  ``probe_dataset("train" | "test")``: a ``TensorDataset`` of ``(top, label)`` over the *full* split.
+
+A subclass only says how to read its images: ``load_split(train) -> (uint8 images (N, H, W[, C]), labels)``.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from pytorch_lightning import LightningDataModule
+from torch.utils.data import DataLoader, TensorDataset
+
+PROBE_SPLITS = ("train", "test")
+
+
+def half_views(images: torch.Tensor, max_value: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split ``(N, H, W[, C])`` images into flattened float views of the top ``H // 2`` rows and the rest."""
+    if images.dim() == 3:
+        images = images.unsqueeze(-1)
+    if images.dim() != 4 or images.shape[1] < 2:
+        raise ValueError(f"images must have shape (N, H, W) or (N, H, W, C) with H >= 2, got {tuple(images.shape)}.")
+    pixels = images.float() / max_value
+    rows = images.shape[1] // 2
+    return pixels[:, :rows].flatten(1), pixels[:, rows:].flatten(1)
+
+
+class HalfImageDataModule(LightningDataModule, abc.ABC):
+    """Top-half / bottom-half views of an image dataset, plus the labelled splits for the linear probe.
+
+    Args:
+        batch_size: pairs per training batch (the paper: 128).
+        num_workers: DataLoader workers (the views live in memory; 0 is usually fastest).
+    """
+
+    max_value: float = 255.0
+
+    def __init__(self, batch_size: int = 128, num_workers: int = 0) -> None:
+        super().__init__()
+        if not isinstance(batch_size, int) or batch_size < 2:
+            raise ValueError(f"batch_size={batch_size!r} must be an integer >= 2 (a batch needs negative pairs).")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    @abc.abstractmethod
+    def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images of shape (N, H, W) or (N, H, W, C) and int64 labels (N,) of one split."""
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in PROBE_SPLITS:
+            if split not in self._splits:
+                images, labels = self.load_split(train=split == "train")
+                top, bottom = half_views(torch.as_tensor(images), self.max_value)
+                self._splits[split] = (top, bottom, torch.as_tensor(labels, dtype=torch.long))
+
+    def _split(self, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if split not in PROBE_SPLITS:
+            raise ValueError(f"split={split!r} is unknown: choose one of {PROBE_SPLITS}.")
+        if split not in self._splits:
+            self.setup()
+        return self._splits[split]
+
+    @property
+    def view_dims(self) -> tuple[int, int]:
+        """Sizes of the top and bottom views (the encoders' input sizes)."""
+        top, bottom, _ = self._split("train")
+        return top.shape[1], bottom.shape[1]
+
+    def train_dataloader(self) -> DataLoader:
+        top, bottom, _ = self._split("train")
+        if len(top) < self.batch_size:
+            raise ValueError(f"The train split has {len(top)} images, fewer than batch_size={self.batch_size}.")
+        return DataLoader(
+            TensorDataset(top, bottom),
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def probe_dataset(self, split: str) -> TensorDataset:
+        """``(top view, label)`` pairs of the full ``"train"`` or ``"test"`` split, for linear evaluation."""
+        top, _, labels = self._split(split)
+        return TensorDataset(top, labels)
+
+
+class DigitsDataModule(HalfImageDataModule):
+    """scikit-learn's 8x8 handwritten digits (1797 images, ships offline): 4 top rows vs 4 bottom rows.
+
+    Pixels are 0..16 and are divided by 16. The split into train and test is stratified and seeded.
+
+    Args:
+        test_fraction: share of the images held out for the probe's test split.
+        split_seed: seed of the train/test split.
+    """
+
+    max_value = 16.0
+
+    def __init__(
+        self, batch_size: int = 128, num_workers: int = 0, test_fraction: float = 0.25, split_seed: int = 0
+    ) -> None:
+        super().__init__(batch_size, num_workers)
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction={test_fraction!r} must be in (0, 1), e.g. 0.25.")
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+
+    def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        digits = load_digits()
+        images = digits.images.astype(np.uint8)
+        split = train_test_split(
+            images, digits.target, test_size=self.test_fraction, random_state=self.split_seed, stratify=digits.target
+        )
+        images_train, images_test, labels_train, labels_test = split
+        return (
+            (torch.from_numpy(images_train), torch.from_numpy(labels_train))
+            if train
+            else (
+                torch.from_numpy(images_test),
+                torch.from_numpy(labels_test),
+            )
+        )
+
+
+def _missing_data_error(name: str, root: str, files: list[str], cause: Exception | None) -> FileNotFoundError:
+    where = "\n".join(f"  {os.path.join(root, file)}" for file in files)
+    reason = f" and downloading failed ({type(cause).__name__}: {str(cause).strip().splitlines()[0]})" if cause else ""
+    return FileNotFoundError(
+        f"{name} is not under root={root!r}{reason}. Put these files there (or run once with download=True "
+        f"on a machine with internet access):\n{where}"
+    )
+
+
+class _TorchvisionIdxDataModule(HalfImageDataModule):
+    """MNIST-like datasets that torchvision stores as idx files under ``root/<Name>/raw``."""
+
+    dataset_class_name: str = ""
+
+    def __init__(self, root: str = "data", download: bool = True, batch_size: int = 128, num_workers: int = 0) -> None:
+        super().__init__(batch_size, num_workers)
+        self.root = str(root)
+        self.download = download
+
+    def prepare_data(self) -> None:
+        for train in (True, False):
+            self._dataset(train)
+
+    def _dataset(self, train: bool):
+        import torchvision.datasets
+
+        dataset_class = getattr(torchvision.datasets, self.dataset_class_name)
+        files = [
+            f"{self.dataset_class_name}/raw/{os.path.splitext(os.path.basename(url))[0]}"
+            for url, _ in dataset_class.resources
+        ]
+        try:
+            return dataset_class(self.root, train=train, download=self.download)
+        except RuntimeError as error:  # torchvision: "Dataset not found" or "Error downloading"
+            cause = error if self.download else None
+            raise _missing_data_error(self.dataset_class_name, self.root, files, cause) from error
+
+    def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        dataset = self._dataset(train)
+        return dataset.data, dataset.targets
+
+
+class MNISTDataModule(_TorchvisionIdxDataModule):
+    """MNIST (torchvision layout ``root/MNIST/raw/train-images-idx3-ubyte`` ...): 14 top rows vs 14 bottom rows.
+
+    Args:
+        root: folder that holds ``MNIST/raw``.
+        download: download the files when they are missing.
+        batch_size: pairs per training batch (the paper: 128).
+        num_workers: DataLoader workers.
+    """
+
+    dataset_class_name = "MNIST"
+
+
+class FashionMNISTDataModule(_TorchvisionIdxDataModule):
+    """Fashion-MNIST (torchvision layout ``root/FashionMNIST/raw/...``), same views and arguments as MNIST."""
+
+    dataset_class_name = "FashionMNIST"
+
+
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_FILES = [f"data_batch_{index}" for index in range(1, 6)] + ["test_batch"]
+
+
+class CIFAR10DataModule(HalfImageDataModule):
+    """CIFAR10 (torchvision layout ``root/cifar-10-batches-py/data_batch_1`` ...): 16 top rows vs 16 bottom rows.
+
+    Views are (H, W, C)-ordered RGB pixels / 255, 1536 + 1536 values. The batch files are read directly
+    (torchvision's loader re-checks the archive's md5 on every load); torchvision downloads them.
+
+    Args:
+        root: folder that holds ``cifar-10-batches-py``.
+        download: download the files when they are missing.
+        batch_size: pairs per training batch (the paper: 128).
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(self, root: str = "data", download: bool = True, batch_size: int = 128, num_workers: int = 0) -> None:
+        super().__init__(batch_size, num_workers)
+        self.root = str(root)
+        self.download = download
+
+    def _paths(self) -> list[Path]:
+        return [Path(self.root) / CIFAR10_FOLDER / name for name in CIFAR10_FILES]
+
+    def prepare_data(self) -> None:
+        if all(path.is_file() for path in self._paths()):
+            return
+        files = [f"{CIFAR10_FOLDER}/{name}" for name in CIFAR10_FILES]
+        if not self.download:
+            raise _missing_data_error("CIFAR10", self.root, files, None)
+        import torchvision.datasets
+
+        try:
+            torchvision.datasets.CIFAR10(self.root, train=True, download=True)
+        except Exception as error:  # URLError, RuntimeError, ...: all mean the download failed
+            raise _missing_data_error("CIFAR10", self.root, files, error) from error
+
+    def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        self.prepare_data()
+        paths = self._paths()[:5] if train else self._paths()[5:]
+        images, labels = [], []
+        for path in paths:
+            try:
+                with open(path, "rb") as file:
+                    batch = pickle.load(file, encoding="latin1")
+                images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+                labels.append(np.asarray(batch["labels"], dtype=np.int64))
+            except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as error:
+                raise ValueError(
+                    f"{path} is not a CIFAR10 python batch (a pickled dict with 'data' (N, 3072) uint8 and 'labels'): "
+                    f"{error}. Replace it with the file from cifar-10-python.tar.gz."
+                ) from error
+        return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+
+
+class ImageFolderDataModule(HalfImageDataModule):
+    """Any image folder: ``root/train/<class>/*.png`` and ``root/test/<class>/*.png`` (torchvision ImageFolder).
+
+    Images are loaded into memory, converted to ``mode`` ("L" grey or "RGB") and resized to
+    ``image_size`` x ``image_size`` when given (otherwise they must all have the same size).
+
+    Args:
+        root: folder with ``train`` and ``test`` sub-folders of class folders.
+        image_size: side length to resize to, or None to keep the images' own size.
+        mode: PIL mode, "L" or "RGB".
+        batch_size: pairs per training batch.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self, root: str, image_size: int | None = None, mode: str = "RGB", batch_size: int = 128, num_workers: int = 0
+    ) -> None:
+        super().__init__(batch_size, num_workers)
+        if mode not in ("L", "RGB"):
+            raise ValueError(f"mode={mode!r} is unknown: choose 'L' (grey) or 'RGB'.")
+        self.root, self.image_size, self.mode = str(root), image_size, mode
+
+    def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        from torchvision.datasets import ImageFolder
+
+        folder = Path(self.root) / ("train" if train else "test")
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"ImageFolderDataModule needs {folder}/<class name>/<image files>; that folder does not exist."
+            )
+        dataset = ImageFolder(str(folder))
+        images = []
+        for path, _ in dataset.samples:
+            image = dataset.loader(path).convert(self.mode)
+            if self.image_size is not None:
+                image = image.resize((self.image_size, self.image_size))
+            images.append(np.asarray(image, dtype=np.uint8))
+        sizes = {image.shape for image in images}
+        if len(sizes) != 1:
+            raise ValueError(f"Images under {folder} have different sizes {sorted(sizes)}: set image_size to resize.")
+        return torch.from_numpy(np.stack(images)), torch.tensor(dataset.targets, dtype=torch.long)

@@ -1,0 +1,126 @@
+"""Half-image datamodules: views, labelled probe splits, on-disk formats and missing-data errors."""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pdrl.data.images import (
+    CIFAR10DataModule,
+    DigitsDataModule,
+    FashionMNISTDataModule,
+    ImageFolderDataModule,
+    MNISTDataModule,
+    half_views,
+)
+
+
+def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """MNIST's idx format (big-endian header, uint8 data), uncompressed, as torchvision keeps it in raw/."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n, rows, cols = images.shape
+    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, n, rows, cols) + images.tobytes())
+    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + labels.tobytes())
+
+
+def make_fake_mnist(root: Path, name: str = "MNIST", n_train: int = 40, n_test: int = 20) -> None:
+    generator = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = generator.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        write_idx(root / name / "raw", prefix, images, labels)
+
+
+def make_fake_cifar10(root: Path, per_batch: int = 8, n_test: int = 16) -> None:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = np.random.default_rng(0)
+    names = [f"data_batch_{index}" for index in range(1, 6)] + ["test_batch"]
+    for name in names:
+        n = n_test if name == "test_batch" else per_batch
+        batch = {"data": generator.integers(0, 256, size=(n, 3072), dtype=np.uint8), "labels": list(np.arange(n) % 10)}
+        with open(folder / name, "wb") as file:
+            pickle.dump(batch, file)
+
+
+def test_half_views_split_rows_in_hwc_order():
+    images = torch.arange(2 * 4 * 2 * 3, dtype=torch.uint8).reshape(2, 4, 2, 3)
+    top, bottom = half_views(images, max_value=255.0)
+    assert top.shape == bottom.shape == (2, 2 * 2 * 3)
+    torch.testing.assert_close(top[1], images[1, :2].flatten().float() / 255)
+    torch.testing.assert_close(bottom[0], images[0, 2:].flatten().float() / 255)
+
+
+def test_digits_views_and_probe_splits():
+    datamodule = DigitsDataModule(batch_size=64)
+    assert datamodule.view_dims == (32, 32)
+    train, test = datamodule.probe_dataset("train"), datamodule.probe_dataset("test")
+    assert len(train) + len(test) == 1797 and len(test) == 450
+    inputs, labels = train.tensors
+    assert inputs.min() >= 0 and inputs.max() <= 1 and set(labels.tolist()) == set(range(10))
+    top, bottom = next(iter(datamodule.train_dataloader()))
+    assert top.shape == bottom.shape == (64, 32)
+    with pytest.raises(ValueError, match="split='val' is unknown"):
+        datamodule.probe_dataset("val")
+
+
+@pytest.mark.parametrize("module, name", [(MNISTDataModule, "MNIST"), (FashionMNISTDataModule, "FashionMNIST")])
+def test_idx_datamodules_read_torchvision_layout(tmp_path, module, name):
+    make_fake_mnist(tmp_path, name)
+    datamodule = module(root=str(tmp_path), download=False, batch_size=8)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    assert datamodule.view_dims == (392, 392)
+    assert len(datamodule.probe_dataset("train")) == 40 and len(datamodule.probe_dataset("test")) == 20
+    assert len(datamodule.train_dataloader()) == 5
+
+
+def test_missing_mnist_names_the_files(tmp_path):
+    datamodule = MNISTDataModule(root=str(tmp_path), download=False)
+    with pytest.raises(FileNotFoundError, match="MNIST/raw/train-images-idx3-ubyte") as error:
+        datamodule.prepare_data()
+    assert "t10k-labels-idx1-ubyte" in str(error.value)
+
+
+def test_cifar10_reads_python_batches(tmp_path):
+    make_fake_cifar10(tmp_path)
+    datamodule = CIFAR10DataModule(root=str(tmp_path), download=False, batch_size=4)
+    datamodule.setup("fit")
+    assert datamodule.view_dims == (1536, 1536)
+    assert len(datamodule.probe_dataset("train")) == 40 and len(datamodule.probe_dataset("test")) == 16
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "rb") as file:
+        first = np.asarray(pickle.load(file)["data"][0]).reshape(3, 32, 32)
+    expected_top = torch.from_numpy(first.transpose(1, 2, 0)[:16].flatten().astype(np.float32) / 255)
+    torch.testing.assert_close(datamodule.probe_dataset("test").tensors[0][0], expected_top)
+
+
+def test_cifar10_missing_and_malformed_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py/data_batch_1"):
+        CIFAR10DataModule(root=str(tmp_path), download=False).prepare_data()
+    make_fake_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="is not a CIFAR10 python batch"):
+        CIFAR10DataModule(root=str(tmp_path), download=False).setup()
+
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+
+    generator = np.random.default_rng(0)
+    for split, count in (("train", 3), ("test", 2)):
+        for label in ("cat", "dog"):
+            folder = tmp_path / split / label
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = generator.integers(0, 256, size=(6, 5, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index}.png")
+    datamodule = ImageFolderDataModule(root=str(tmp_path), image_size=4, mode="L", batch_size=2)
+    assert datamodule.view_dims == (8, 8)
+    assert datamodule.probe_dataset("test").tensors[1].tolist() == [0, 0, 1, 1]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ImageFolderDataModule(root=str(tmp_path / "nowhere")).setup()

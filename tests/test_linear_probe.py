@@ -1,0 +1,143 @@
+"""The linear probe: scikit-learn agreement, min-max scaling, exactness on 2 gloo ranks, state."""
+
+from __future__ import annotations
+
+import os
+import types
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from pytorch_lightning import LightningModule
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import MinMaxScaler
+from torch.utils.data import TensorDataset
+
+from pdrl.callbacks.linear_probe import LinearProbe, gather_shards, linear_probe_accuracy, minmax_scale
+
+
+def digits_split(columns: slice) -> tuple[torch.Tensor, ...]:
+    digits = load_digits()
+    features = torch.tensor(digits.data[:, columns], dtype=torch.float32)
+    split = train_test_split(
+        features, torch.tensor(digits.target), test_size=0.25, random_state=0, stratify=digits.target
+    )
+    return split[0], split[2], split[1], split[3]
+
+
+def sklearn_accuracy(train_x, train_y, test_x, test_y) -> float:
+    scaler = MinMaxScaler().fit(train_x.numpy())
+    classifier = LogisticRegression(C=10, solver="saga", tol=0.1, random_state=0)
+    classifier.fit(scaler.transform(train_x.numpy()), train_y.numpy())
+    return classifier.score(scaler.transform(test_x.numpy()), test_y.numpy())
+
+
+@pytest.mark.parametrize("features", ["top_half_pixels", "all_pixels", "random_relu_features"])
+def test_probe_matches_sklearn_within_half_a_point(features):
+    if features == "top_half_pixels":
+        train_x, train_y, test_x, test_y = digits_split(slice(0, 32))
+    else:
+        train_x, train_y, test_x, test_y = digits_split(slice(0, 64))
+    if features == "random_relu_features":
+        projection = torch.randn(64, 128, generator=torch.Generator().manual_seed(0))
+        train_x, test_x = torch.relu(train_x @ projection), torch.relu(test_x @ projection)
+    ours = linear_probe_accuracy(train_x, train_y, test_x, test_y, C=10.0)
+    reference = sklearn_accuracy(train_x, train_y, test_x, test_y)
+    assert abs(ours - reference) <= 0.005, (ours, reference)
+
+
+def test_minmax_scale_matches_sklearn_with_a_constant_feature():
+    train = torch.randn(50, 4, dtype=torch.float64)
+    train[:, 2] = 3.0
+    test = torch.randn(20, 4, dtype=torch.float64)
+    scaler = MinMaxScaler().fit(train.numpy())
+    scaled_train, scaled_test = minmax_scale(train, test)
+    torch.testing.assert_close(scaled_train, torch.from_numpy(scaler.transform(train.numpy())))
+    torch.testing.assert_close(scaled_test, torch.from_numpy(scaler.transform(test.numpy())))
+
+
+class TinyEncoder(LightningModule):
+    """A fixed random nonlinear map, standing in for F."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(32, 48), torch.nn.Tanh())
+        torch.nn.init.normal_(self.net[0].weight, generator=torch.Generator().manual_seed(1))
+
+    def embed(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(inputs)
+
+
+class ProbeData:
+    """The datamodule interface the probe needs: ``probe_dataset(split)``. Odd sizes, so shards differ by one."""
+
+    def __init__(self) -> None:
+        train_x, train_y, test_x, test_y = digits_split(slice(0, 32))
+        self.splits = {
+            "train": TensorDataset(train_x[:601], train_y[:601]),
+            "test": TensorDataset(test_x[:301], test_y[:301]),
+        }
+
+    def probe_dataset(self, split: str) -> TensorDataset:
+        return self.splits[split]
+
+
+def run_probe(world_size: int) -> tuple[float, float, torch.Tensor]:
+    """Evaluate the probe once; return accuracy, raw-pixel accuracy and the gathered train features."""
+    torch.manual_seed(0)
+    probe = LinearProbe(every_n_steps=1, batch_size=64)
+    trainer = types.SimpleNamespace(datamodule=ProbeData(), loggers=[], global_step=7, is_global_zero=True)
+    module = TinyEncoder()
+    accuracy = probe.evaluate(trainer, module)
+    with torch.no_grad():
+        features, _ = probe._embed(module, trainer.datamodule.probe_dataset("train"))
+    return accuracy, probe.raw_pixel_accuracy, features
+
+
+def _worker(rank: int, world_size: int, port: int, queue) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        shard = torch.arange(rank, 11, world_size, dtype=torch.float32)[:, None].repeat(1, 2)
+        order_kept = torch.equal(gather_shards(shard)[:, 0], torch.arange(11, dtype=torch.float32))
+        accuracy, raw_accuracy, features = run_probe(world_size)
+        queue.put((rank, accuracy, raw_accuracy, features, order_kept))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_probe_on_two_gloo_ranks_equals_one_process():
+    single_accuracy, single_raw, single_features = run_probe(1)
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    port = 29500 + os.getpid() % 1000
+    processes = [context.Process(target=_worker, args=(rank, 2, port, queue)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    results = sorted(queue.get(timeout=240) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    for _, accuracy, raw_accuracy, features, order_kept in results:
+        assert order_kept
+        assert features.shape == single_features.shape  # 601 rows: no padding row kept, none counted twice
+        torch.testing.assert_close(features, single_features)
+        assert accuracy == single_accuracy
+        assert raw_accuracy == single_raw
+
+
+def test_probe_state_round_trip_and_bad_arguments():
+    probe = LinearProbe(every_n_steps=5)
+    probe.history = [{"step": 5, "accuracy": 0.5, "seconds": 1.0}]
+    probe.raw_pixel_accuracy = 0.4
+    restored = LinearProbe(every_n_steps=5)
+    restored.load_state_dict(probe.state_dict())
+    assert restored.history == probe.history and restored.raw_pixel_accuracy == 0.4
+    with pytest.raises(ValueError, match="every_n_steps"):
+        LinearProbe(every_n_steps=0)
+    with pytest.raises(ValueError, match="C="):
+        LinearProbe(C=0.0)
