@@ -1,16 +1,19 @@
 """Rank-aware helpers for scoring against the embeddings of every device.
 
 Everything here is a no-op on a single process, so the same code runs on a laptop CPU and under
-Lightning's DDP. Gathering uses ``torch.distributed.nn.functional``, whose backward pass sums the
-gradients of every rank back onto the local slice. Combined with DDP's gradient averaging this gives
-exactly the gradient of the loss on the global batch (see ``tests/test_distributed.py``).
+Lightning's DDP. The backward pass of a gather sums the gradients of every rank back onto the local
+slice; combined with DDP's gradient averaging this gives exactly the gradient of the loss on the global
+batch (see ``tests/test_distributed.py``).
+
+The two autograd functions are ours rather than ``torch.distributed.nn.functional``'s: those are
+deprecated in torch 2.14, and on gloo their all-gather backward fills ``empty_like`` buffers with
+gradients that may be non-contiguous, which scrambles them (seen with an einsum-based critic).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 
 
 def is_distributed() -> bool:
@@ -28,6 +31,41 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0; backward: sum the gradient over ranks and keep this rank's rows."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.contiguous()
+        ctx.rows = tensor.shape[0]
+        gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, tensor)
+        return torch.cat(gathered, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+        grad = grad_output.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = dist.get_rank() * ctx.rows
+        return grad[start : start + ctx.rows]
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """All-reduce (sum); backward: the gradient summed over ranks, since every rank used the sum."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.contiguous().clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+        grad = grad_output.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate ``tensor`` from every rank along dim 0, keeping the autograd graph.
 
@@ -35,14 +73,14 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """
     if not is_distributed():
         return tensor
-    return torch.cat(dist_fn.all_gather(tensor), dim=0)
+    return _GatherWithGrad.apply(tensor)
 
 
 def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all ranks, differentiably; identity on one process."""
     if not is_distributed():
         return tensor
-    return dist_fn.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return _SumOverRanks.apply(tensor)
 
 
 def max_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
