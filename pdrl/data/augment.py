@@ -42,12 +42,12 @@ def uniform_for_global_batch(n: int, columns: int, device: torch.device) -> torc
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images to float in [0, 1]; float images are taken to be in [0, 1] already."""
+    """uint8 images to float32 in [0, 1]; float images are taken to be in [0, 1] already and kept as they are."""
     if images.dtype == torch.uint8:
         return images.float() / 255.0
     if not images.is_floating_point():
         raise TypeError(f"images must be uint8 (0-255) or float (0-1) tensors, got dtype {images.dtype}.")
-    return images.float()
+    return images
 
 
 def grayscale(images: torch.Tensor) -> torch.Tensor:
@@ -123,7 +123,11 @@ class PairAugmentation(nn.Module):
                 raise ValueError(f"PairAugmentation({name}={value}) must be in [0, 1), e.g. 0.4.")
         if not 0.0 <= hue <= 0.5:
             raise ValueError(f"PairAugmentation(hue={hue}) must be in [0, 0.5], e.g. 0.2.")
-        for name, value in (("translate_prob", translate_prob), ("jitter_prob", jitter_prob), ("grayscale_prob", grayscale_prob)):
+        for name, value in (
+            ("translate_prob", translate_prob),
+            ("jitter_prob", jitter_prob),
+            ("grayscale_prob", grayscale_prob),
+        ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"PairAugmentation({name}={value}) is a probability: it must be in [0, 1].")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:

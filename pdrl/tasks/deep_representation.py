@@ -130,7 +130,7 @@ class DeepRepresentation(pl.LightningModule):
 
     def score_l2(self, scores: torch.Tensor) -> torch.Tensor:
         """Mean of the squared scores over the global batch (summed over ranks)."""
-        return distributed.sum_over_ranks(scores.float().square().sum()) / (scores.numel() * distributed.world_size())
+        return distributed.sum_over_ranks(scores.square().sum()) / (scores.numel() * distributed.world_size())
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
@@ -148,7 +148,7 @@ class DeepRepresentation(pl.LightningModule):
                 mis.append(mi)
             self.log(f"train/mi_{pairing}", (mis[-1] + mis[-2]) / 2)
 
-        logits = self.probe(first.global_vector.detach().float())
+        logits = self.probe(first.global_vector.detach())
         probe_loss = F.cross_entropy(logits, labels)
         self.train_probe_accuracy(logits, labels)
         total = dependency_loss + self.hparams.score_penalty * penalty + probe_loss
@@ -171,7 +171,7 @@ class DeepRepresentation(pl.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
-        logits = self.probe(self(images).float())
+        logits = self.probe(self(images))
         self.val_probe_accuracy.update(logits, labels)
         self.log("val/probe_loss", F.cross_entropy(logits, labels), sync_dist=True)
         self.log("val/probe_acc", self.val_probe_accuracy, on_step=False, on_epoch=True)
