@@ -18,8 +18,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import platform
+import statistics
 import time
 import warnings
 
@@ -63,17 +65,26 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
         torch.nn.utils.clip_grad_value_(task.parameters(), 1.0)
         optimizer.step()
 
+    def synchronise() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     for index in range(args.warmup):
         step(index)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+    synchronise()
+    step_seconds = []
     for index in range(args.steps):
+        start = time.perf_counter()
         step(index)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "images_per_second": args.batch * args.steps / seconds}
+        synchronise()
+        step_seconds.append(time.perf_counter() - start)
+    seconds, median = sum(step_seconds), statistics.median(step_seconds)
+    return {
+        "seconds": seconds,
+        "images_per_second": args.batch * args.steps / seconds,
+        "median_images_per_second": args.batch / median,
+        "best_images_per_second": args.batch / min(step_seconds),
+    }
 
 
 def main() -> None:
@@ -90,6 +101,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=("32", "bf16"), default="32")
     parser.add_argument("--paper-batch", type=int, default=480, help="batch for the paper-width FLOP count")
     parser.add_argument("--out", default=None, help="Markdown file to write the results to")
+    parser.add_argument("--csv", default=None, help="CSV file to append this run's numbers to")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="You are trying to `self.log")
@@ -109,10 +121,15 @@ def main() -> None:
         f"- width: ndf {args.ndf}, n_rkhs {args.n_rkhs}, depth {args.depth}; batch {args.batch};"
         f" objective {args.objective}; precision {args.precision}",
         f"- {args.steps} timed steps after {args.warmup} warm-up steps: {result['seconds']:.1f} s",
-        f"- **throughput: {result['images_per_second']:.1f} images/s**"
-        f" ({flops_measured / 1e9:.3f} GFLOP per image per step at this width, so {achieved / 1e9:.1f} GFLOP/s)",
+        f"- **throughput: {result['images_per_second']:.1f} images/s** over all timed steps"
+        f" (median step: {result['median_images_per_second']:.1f},"
+        f" fastest step: {result['best_images_per_second']:.1f});"
+        f" {flops_measured / 1e9:.3f} GFLOP per image per step at this width, so {achieved / 1e9:.1f} GFLOP/s",
         f"- model FLOPs per image per training step at the paper's width (ndf 192, n_rkhs 1536, depth 8, batch"
         f" {args.paper_batch}; forward + backward, matmuls and convolutions): **{flops_paper / 1e9:.2f} GFLOP**",
+        "",
+        "No GPU was lent to this task: the full-width bf16 throughput on a GPU, and its MFU, are not measured here;"
+        " run this script with `--device cuda --precision bf16 --ndf 192 --n-rkhs 1536 --depth 8 --batch 480`.",
         "",
         "Model FLOPs utilisation of a measured run: `MFU = images/s * GFLOP per image / peak GFLOP/s of the device`"
         " (e.g. an H100 SXM's dense bf16 peak is 989 TFLOP/s).",
@@ -129,6 +146,30 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as handle:
             handle.write(text)
+    if args.csv:
+        row = {
+            "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "device": args.device,
+            "threads": args.threads,
+            "load_average_1min": round(load_before, 1),
+            "ndf": args.ndf,
+            "n_rkhs": args.n_rkhs,
+            "depth": args.depth,
+            "batch": args.batch,
+            "precision": args.precision,
+            "steps": args.steps,
+            "seconds": round(result["seconds"], 2),
+            "images_per_second": round(result["images_per_second"], 2),
+            "median_images_per_second": round(result["median_images_per_second"], 2),
+            "gflop_per_image": round(flops_measured / 1e9, 4),
+            "paper_width_gflop_per_image": round(flops_paper / 1e9, 3),
+        }
+        new_file = not os.path.exists(args.csv)
+        with open(args.csv, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new_file:
+                writer.writeheader()
+            writer.writerow(row)
 
 
 if __name__ == "__main__":
