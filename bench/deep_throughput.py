@@ -48,6 +48,41 @@ def model_flops_per_image(ndf: int, n_rkhs: int, depth: int, batch: int) -> floa
     return counter.get_total_flops() / batch
 
 
+def breakdown(args: argparse.Namespace, repeats: int = 5) -> dict[str, float]:
+    """Median seconds of each part of one training step (CPU timing; the parts are separated by detaching)."""
+    torch.manual_seed(0)
+    task = DeepRepresentation(objective=args.objective, ndf=args.ndf, n_rkhs=args.n_rkhs, depth=args.depth)
+    images = torch.randint(0, 256, (args.batch, 3, 32, 32), dtype=torch.uint8)
+    parts: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        clock = [time.perf_counter()]
+        view1, view2 = task.augmentation(images)
+        clock.append(time.perf_counter())
+        features = task.encoder(torch.cat([view1, view2]))
+        clock.append(time.perf_counter())
+        leaves = [feature.detach().requires_grad_() for feature in features]
+        first, second = (type(features)(*halves) for halves in zip(*(f.chunk(2) for f in leaves), strict=True))
+        scores = task.score_pairings(first, second)
+        clock.append(time.perf_counter())
+        total = sum(task.location_loss(direction)[0] for pair in scores.values() for direction in pair)
+        clock.append(time.perf_counter())
+        total.backward()
+        clock.append(time.perf_counter())
+        torch.autograd.backward(list(features), [leaf.grad for leaf in leaves])
+        clock.append(time.perf_counter())
+        names = (
+            "augmentation",
+            "encoder forward",
+            "critic forward",
+            "198 location losses forward",
+            "critic + losses backward",
+            "encoder backward",
+        )
+        for name, begin, end in zip(names, clock[:-1], clock[1:], strict=True):
+            parts.setdefault(name, []).append(end - begin)
+    return {name: statistics.median(values) for name, values in parts.items()}
+
+
 def measure(args: argparse.Namespace) -> dict[str, float]:
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -87,6 +122,18 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The options of this run as they are typed (``--breakdown`` alone for the flag)."""
+    words = []
+    for key, value in vars(args).items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value is not None and value is not False:
+            words.append(f"{flag} {value}")
+    return " ".join(words)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ndf", type=int, default=16)
@@ -102,6 +149,7 @@ def main() -> None:
     parser.add_argument("--paper-batch", type=int, default=480, help="batch for the paper-width FLOP count")
     parser.add_argument("--out", default=None, help="Markdown file to write the results to")
     parser.add_argument("--csv", default=None, help="CSV file to append this run's numbers to")
+    parser.add_argument("--breakdown", action="store_true", help="also time each part of a step (CPU only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="You are trying to `self.log")
@@ -137,10 +185,13 @@ def main() -> None:
         "Command:",
         "",
         "```",
-        "PYTHONPATH=$PWD python bench/deep_throughput.py "
-        + " ".join(f"--{key.replace('_', '-')} {value}" for key, value in vars(args).items() if value is not None),
+        "PYTHONPATH=$PWD python bench/deep_throughput.py " + command_line(args),
         "```",
     ]
+    if args.breakdown:
+        parts = breakdown(args)
+        lines += ["", "Median seconds per part of one step (5 repeats):", ""]
+        lines += [f"- {name}: {seconds:.3f} s" for name, seconds in parts.items()]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -114,9 +114,10 @@ class DeepRepresentation(pl.LightningModule):
 
     def location_loss(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and MI readout of ``(n, m, L)`` scores, each averaged over the L location score matrices."""
-        n_locations = scores.shape[2]
-        loss = sum(self.objective(scores[:, :, location]) for location in range(n_locations)) / n_locations
-        mi = sum(self.objective.mi(scores[:, :, location]) for location in range(n_locations)) / n_locations
+        # one unbind (a single backward node) rather than L slices, each of whose backward writes a full-size gradient
+        per_location = scores.permute(2, 0, 1).contiguous().unbind(0)
+        loss = sum(self.objective(location_scores) for location_scores in per_location) / len(per_location)
+        mi = sum(self.objective.mi(location_scores) for location_scores in per_location) / len(per_location)
         return loss, mi
 
     def score_pairings(self, first: AMDIMFeatures, second: AMDIMFeatures) -> dict[str, list[torch.Tensor]]:
