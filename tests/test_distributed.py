@@ -3,9 +3,9 @@
 One spawn of 2 processes runs every check (starting processes is the slow part); the single-process
 references are computed here, in the pytest process, without any process group:
 
-- every objective of ``pdrl.losses.OBJECTIVES``: loss value and parameter gradients (after DDP averaging)
-  of a tiny encoder + bilinear critic with ``gather_distributed=True``, on two successive batches (so that
-  MINE's moving average is used, and its buffer must agree too);
+- every objective of ``pdrl.losses.OBJECTIVES`` (and a few options): loss value, MI readout and parameter
+  gradients (after DDP averaging) of a tiny encoder + bilinear critic with ``gather_distributed=True``, on two
+  successive batches (so that MINE's moving average is used, and its buffer must agree too);
 - one optimiser step of ``DeepRepresentation`` (augmentation, encoder, multi-location critic, penalty,
   probe, Adam): every parameter after the step;
 - the online probe's validation accuracy (torchmetrics state sync) on an uneven split, 4 + 3 images.
@@ -32,7 +32,14 @@ BATCH = 8  # global batch; 4 per rank
 N_BATCHES = 2
 VALIDATION_SPLIT = (4, 3)  # uneven, as an unpadded distributed sampler gives
 DEEP_ARGS = dict(ndf=4, n_rkhs=16, depth=1, batch_norm=False, warmup_steps=0, num_classes=3)
-OBJECTIVE_ARGS = {"drfc": {"alpha": 0.01}}
+# every registry name with its defaults, plus the options that change what is averaged or normalised
+CASES = {name: (name, {}) for name in OBJECTIVES} | {
+    "drfc_alpha0.01": ("drfc", {"alpha": 0.01}),
+    "drfc_self_normalized": ("drfc", {"readout": "self_normalized"}),
+    "pc_imbalanced": ("pcc", {"balanced": False}),
+    "mice_nwj_blocked": ("mice", {"form": "nwj", "partition_gradient": "blocked"}),
+    "smile_tau5": ("smile", {"tau": 5.0}),
+}
 
 # training_step is called by hand here, without a Trainer to log to
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
@@ -77,19 +84,22 @@ def make_images() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return images, labels, validation
 
 
-def objective_run(name: str, rows: slice) -> dict[str, list]:
-    """Losses, gradients (DDP-averaged when distributed) and buffers of ``name`` on the ``rows`` of each batch."""
+def objective_run(case: str, rows: slice) -> dict[str, list]:
+    """Loss, MI readout, gradients (DDP-averaged when distributed) and buffers of ``case`` on ``rows`` per batch."""
     torch.manual_seed(0)
     model = PairModel().double()
-    objective = build_objective(name, **OBJECTIVE_ARGS.get(name, {}))
+    name, kwargs = CASES[case]
+    objective = build_objective(name, **kwargs)
     if dist.is_initialized():
         model = DistributedDataParallel(model)
-    result: dict[str, list] = {"loss": [], "grads": [], "buffers": []}
+    result: dict[str, list] = {"loss": [], "mi": [], "grads": [], "buffers": []}
     for x, y in make_pairs():
         model.zero_grad()
-        loss = objective(model(x[rows], y[rows]))
+        scores = model(x[rows], y[rows])
+        loss = objective(scores)
         loss.backward()
         result["loss"].append(loss.detach())
+        result["mi"].append(objective.mi(scores))
         result["grads"].append([p.grad.clone() for p in model.parameters()])
         result["buffers"].append([b.clone() for b in objective.buffers()])
     return result
@@ -144,7 +154,7 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         rows = slice(rank * share, (rank + 1) * share)
         start = sum(VALIDATION_SPLIT[:rank])
         validation_rows = slice(start, start + VALIDATION_SPLIT[rank])
-        results = {name: objective_run(name, rows) for name in OBJECTIVES}
+        results = {case: objective_run(case, rows) for case in CASES}
         results["deep"] = deep_run(rows, validation_rows)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -164,12 +174,13 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     return [torch.load(out_dir / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD_SIZE)]
 
 
-@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_objective_loss_and_gradients_match_one_process(ranks: list[dict], name: str) -> None:
     single = objective_run(name, slice(None))
     for result in ranks:
         for step in range(N_BATCHES):
             torch.testing.assert_close(result[name]["loss"][step], single["loss"][step], rtol=1e-9, atol=1e-9)
+            torch.testing.assert_close(result[name]["mi"][step], single["mi"][step], rtol=1e-9, atol=1e-9)
             for grad, expected in zip(result[name]["grads"][step], single["grads"][step], strict=True):
                 torch.testing.assert_close(grad, expected, rtol=1e-7, atol=1e-9)
             for buffer, expected in zip(result[name]["buffers"][step], single["buffers"][step], strict=True):
