@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pdrl.heads import MultiLocationCritic
-from pdrl.nets.amdim import AMDIMEncoder
+from pdrl.nets.amdim import AMDIMEncoder, GlobalBatchNorm2d
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -37,6 +37,14 @@ def test_encoder_depth_adds_pointwise_blocks_and_batch_norm_is_optional() -> Non
     without = AMDIMEncoder(ndf=4, n_rkhs=16, depth=1, batch_norm=False)
     assert not any(isinstance(module, nn.BatchNorm2d) for module in without.modules())
     assert sum(isinstance(module, nn.BatchNorm2d) for module in shallow.modules()) == 3  # global + 2 RKHS heads
+
+
+def test_global_batch_norm_is_batch_norm_on_one_process() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 4, 4) * 2 + 1
+    ours, reference = GlobalBatchNorm2d(3), nn.BatchNorm2d(3)
+    torch.testing.assert_close(ours(x), reference(x))
+    torch.testing.assert_close(ours.running_var, reference.running_var)
 
 
 def test_encoder_rejects_wrong_image_size_and_widths() -> None:

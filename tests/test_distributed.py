@@ -6,8 +6,8 @@ references are computed here, in the pytest process, without any process group:
 - every objective of ``pdrl.losses.OBJECTIVES`` (and a few options): loss value, MI readout and parameter
   gradients (after DDP averaging) of a tiny encoder + bilinear critic with ``gather_distributed=True``, on two
   successive batches (so that MINE's moving average is used, and its buffer must agree too);
-- one optimiser step of ``DeepRepresentation`` (augmentation, encoder, multi-location critic, penalty,
-  probe, Adam): every parameter after the step;
+- one optimiser step of ``DeepRepresentation`` (augmentation, encoder with its global-batch batch norm,
+  multi-location critic, penalty, probe, Adam): every parameter and batch-norm statistic after the step;
 - the online probe's validation accuracy (torchmetrics state sync) on an uneven split, 4 + 3 images.
 """
 
@@ -31,7 +31,7 @@ WORLD_SIZE = 2
 BATCH = 8  # global batch; 4 per rank
 N_BATCHES = 2
 VALIDATION_SPLIT = (4, 3)  # uneven, as an unpadded distributed sampler gives
-DEEP_ARGS = dict(ndf=4, n_rkhs=16, depth=1, batch_norm=False, warmup_steps=0, num_classes=3)
+DEEP_ARGS = dict(ndf=4, n_rkhs=16, depth=1, batch_norm=True, warmup_steps=0, num_classes=3)
 # every registry name with its defaults, plus the options that change what is averaged or normalised
 CASES = {name: (name, {}) for name in OBJECTIVES} | {
     "drfc_alpha0.01": ("drfc", {"alpha": 0.01}),
@@ -140,6 +140,7 @@ def deep_run(rows: slice, validation_rows: slice) -> dict[str, object]:
     task.validation_step((validation[validation_rows], validation_labels[validation_rows]), 0)
     return {
         "params": {name: p.detach().clone() for name, p in task.named_parameters()},
+        "buffers": {name: b.detach().clone() for name, b in task.named_buffers()},
         "accuracy": task.val_probe_accuracy.compute(),
         "labels": validation_labels,
     }
@@ -204,6 +205,8 @@ def test_deep_training_step_matches_one_process(ranks: list[dict], single_deep: 
     for result in ranks:
         for name, value in result["deep"]["params"].items():
             torch.testing.assert_close(value, single_deep["params"][name], rtol=1e-7, atol=1e-10, msg=name)
+        for name, value in result["deep"]["buffers"].items():  # batch-norm running statistics
+            torch.testing.assert_close(value, single_deep["buffers"][name], rtol=1e-7, atol=1e-10, msg=name)
     moved = [name for name, value in single_deep["params"].items() if not torch.allclose(value.float(), initial[name])]
     assert len(moved) == len(initial), f"the step left parameters unchanged, the comparison is partly vacuous: {moved}"
 

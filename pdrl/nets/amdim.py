@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pdrl import distributed
+
 INPUT_SIZE = 32
 
 
@@ -34,8 +36,37 @@ class AMDIMFeatures(NamedTuple):
     map7: torch.Tensor
 
 
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` whose training statistics are those of the global batch over every rank.
+
+    In training under a process group, mean and (biased) variance per channel are sums over ranks with a
+    differentiable all-reduce (``pdrl.distributed.sum_over_ranks``), so k ranks with B / k images each
+    normalise, and back-propagate, exactly as one device with B images; the running estimates use the
+    global unbiased variance. On one process it is ``nn.BatchNorm2d``. Unlike ``nn.SyncBatchNorm`` (CUDA only
+    in torch) it also runs on CPU (gloo), which is what lets the exactness test cover the encoder as configured.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and distributed.is_distributed()):
+            return super().forward(x)
+        count = x.numel() // x.shape[1] * distributed.world_size()
+        mean = distributed.sum_over_ranks(x.sum(dim=(0, 2, 3))) / count
+        centred = x - mean[None, :, None, None]
+        variance = distributed.sum_over_ranks(centred.square().sum(dim=(0, 2, 3))) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean.detach(), momentum)
+                self.running_var.lerp_(variance.detach() * count / max(count - 1, 1), momentum)
+        normalised = centred * torch.rsqrt(variance + self.eps)[None, :, None, None]
+        if self.affine:
+            normalised = normalised * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return normalised
+
+
 def batch_norm_or_identity(channels: int, batch_norm: bool) -> nn.Module:
-    return nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
+    return GlobalBatchNorm2d(channels) if batch_norm else nn.Identity()
 
 
 class StridedResidualBlock(nn.Module):
@@ -105,8 +136,8 @@ class AMDIMEncoder(nn.Module):
         ndf: base width; the 7x7 and 5x5 maps have ``4 * ndf`` channels before their RKHS heads.
         n_rkhs: embedding size shared by the global vector and the embedded local maps.
         depth: residual blocks per stage (>= 1).
-        batch_norm: batch norm on the global vector and in the RKHS heads (AMDIM's outputs). Under DDP,
-            exact batch statistics across devices need ``trainer.sync_batchnorm: true`` (GPU only in torch).
+        batch_norm: batch norm on the global vector and in the RKHS heads (AMDIM's outputs), with the
+            statistics of the global batch under DDP (``GlobalBatchNorm2d``).
     """
 
     def __init__(

@@ -20,8 +20,8 @@ location, 2 * (25 + 49 + 25) = 198 per step; each score tensor itself is one ein
 
 Across devices (Lightning DDP) the critic gathers the target maps of every rank with gradients, the
 objectives and the penalty average over the global batch, and all random draws (augmentation, 5x5 source
-locations) are made for the global batch and sliced per rank; so, with batch norm synchronised (or off),
-2 ranks with half the batch each take the same step as 1 device with the whole batch
+locations) are made for the global batch and sliced per rank, and the encoder's batch norm uses the global
+batch's statistics; so 2 ranks with half the batch each take the same step as 1 device with the whole batch
 (``tests/test_distributed.py``). The probe's accuracy is a torchmetrics metric, its counts summed over ranks.
 
 Data: any datamodule yielding ``(images, labels)`` with images ``(B, 3, 32, 32)`` uint8 (0-255) or float
