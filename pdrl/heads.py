@@ -4,11 +4,14 @@ Every head takes ``(a, b)`` of shapes ``(n, d_a)`` and ``(n, d_b)`` and returns 
 joint pairs on the diagonal. With ``gather_distributed=True`` the ``b`` side is gathered from every rank
 with gradients first, so m = world_size * n and each row is scored against the whole global batch
 (the positive of local row i at column rank * n + i, which the losses find on their own).
+``MultiLocationCritic`` (AMDIM) scores vectors against feature maps and returns one such matrix per
+location, ``(n, m, L)``.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Sequence
 
 import torch
@@ -108,3 +111,46 @@ class ConcatCritic(_Critic):
     def score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         hidden = self.first_a(a)[:, None, :] + self.first_b(b)[None, :, :]
         return self.rest(hidden).squeeze(-1)
+
+
+class MultiLocationCritic(nn.Module):
+    """AMDIM's critic: a global vector of one view against every location of a feature map of the other.
+
+    For source vectors ``a`` ``(n, d)`` and target maps ``b`` ``(n, d, H, W)`` with L = H * W locations::
+
+        scores[i, j, l] = c * tanh( <a_i, b_j[:, l]> / (sqrt(d) * c) )        (c = clip; no tanh if None)
+
+    Dividing by sqrt(d) keeps the scores of order one at any width; the soft clip ``c tanh(s / c)``
+    (AMDIM's ``tclip``, c = 20) bounds them. ``scores[:, :, l]`` is an ordinary score matrix of location l,
+    joint pairs on its diagonal, that any ``pdrl.losses`` objective takes (see
+    ``pdrl.tasks.deep_representation`` for how the locations are averaged).
+
+    Args:
+        clip: soft-clip level c (> 0), or None for raw scaled scores.
+        gather_distributed: score against the target maps of every rank (m = world_size * n columns).
+    """
+
+    def __init__(self, clip: float | None = 20.0, gather_distributed: bool = False) -> None:
+        super().__init__()
+        if clip is not None and not clip > 0:
+            raise ValueError(f"MultiLocationCritic(clip={clip}) must be > 0, or None for no clipping.")
+        self.clip = None if clip is None else float(clip)
+        self.gather_distributed = gather_distributed
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``(n, d)`` vectors and ``(n, d, H, W)`` maps -> ``(n, m, H * W)`` scores."""
+        if a.dim() != 2 or b.dim() != 4 or a.shape[0] != b.shape[0] or a.shape[1] != b.shape[1]:
+            raise ValueError(
+                "MultiLocationCritic needs (n, d) source vectors and (n, d, H, W) target maps of the same n and d, "
+                f"got {tuple(a.shape)} and {tuple(b.shape)}."
+            )
+        if self.gather_distributed:
+            b = distributed.gather_with_grad(b.contiguous())
+            if b.requires_grad:
+                # torch's all_gather backward on gloo (an all-to-all into buffers made by ``empty_like`` of the
+                # incoming gradient) scrambles a non-contiguous gradient, which einsum's backward gives here.
+                b.register_hook(torch.Tensor.contiguous)
+        scores = torch.einsum("id,jdl->ijl", a, b.flatten(2)) / math.sqrt(a.shape[1])
+        if self.clip is not None:
+            scores = self.clip * torch.tanh(scores / self.clip)
+        return scores
