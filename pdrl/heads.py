@@ -145,11 +145,7 @@ class MultiLocationCritic(nn.Module):
                 f"got {tuple(a.shape)} and {tuple(b.shape)}."
             )
         if self.gather_distributed:
-            b = distributed.gather_with_grad(b.contiguous())
-            if b.requires_grad:
-                # torch's all_gather backward on gloo (an all-to-all into buffers made by ``empty_like`` of the
-                # incoming gradient) scrambles a non-contiguous gradient, which einsum's backward gives here.
-                b.register_hook(torch.Tensor.contiguous)
+            b = distributed.gather_with_grad(b)
         scores = torch.einsum("id,jdl->ijl", a, b.flatten(2)) / math.sqrt(a.shape[1])
         if self.clip is not None:
             scores = self.clip * torch.tanh(scores / self.clip)
