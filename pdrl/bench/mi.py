@@ -638,20 +638,23 @@ def write_report(out: Path, window: int = 1000, use_wandb: bool = False) -> list
         "",
     ]
     lines += [
-        "| run | steps | wall time (s) | steps/s | engine | threads | machine | command |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | steps | wall time (s) | steps/s | engine | diverged at step |",
+        "|---|---|---|---|---|---|",
     ]
     for run in runs:
+        diverged = run.get("diverged_at_step")
         lines.append(
             f"| {run_name_of(run)} | {run['steps']} | {run['wall_s']} | {run['steps_per_s']} | {run['engine']} | "
-            f"{run['threads']} | {run['machine']} | `{run['command']}` |"
+            f"{'-' if diverged is None else diverged} |"
         )
+    lines += ["", "Wall time of an ensemble run is that of the whole ensemble (all its estimators together).", ""]
+    for title, key in (("Machines", "machine"), ("Commands", "command")):
+        values = sorted(
+            {f"{run[key]} (torch threads: {run['threads']})" if key == "machine" else run[key] for run in runs}
+        )
+        lines += [f"{title}:", "", *[f"- `{value}`" if key == "command" else f"- {value}" for value in values], ""]
     settings = {json.dumps({k: v for k, v in run["setting"].items() if k != "task"}, sort_keys=True) for run in runs}
-    lines += [
-        "",
-        "Settings: " + "; ".join(f"`{text}`" for text in sorted(settings)),
-        "",
-    ]
+    lines += ["Settings (all but the task):", "", *[f"- `{text}`" for text in sorted(settings)], ""]
     figures = []
     for task, critic in dict.fromkeys((run["setting"]["task"], run["setting"]["critic"]) for run in runs):
         group = [row for row in rows if row["task"] == task and row["critic"] == critic]
