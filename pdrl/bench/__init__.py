@@ -1,0 +1,1 @@
+"""Benchmarks that write measured results: ``python -m pdrl.bench.mi`` (MI estimation)."""
