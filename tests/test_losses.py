@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from pdrl.data.gaussians import log_pd_matrix, rho_from_mi, sample_pairs
 from pdrl.losses import (
     OBJECTIVES,
     CPCLoss,
@@ -45,27 +46,13 @@ ESTIMATORS = [
 ]
 
 
-def rho_for(mi: float, dim: int = DIM) -> float:
-    """Correlation per dimension that gives ``mi`` nats in ``dim`` dimensions."""
-    return math.sqrt(1.0 - math.exp(-2.0 * mi / dim))
-
-
 def correlated_gaussians(n: int, mi: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    rho = rho_for(mi)
-    x = torch.randn(n, DIM, generator=generator, dtype=torch.float64)
-    noise = torch.randn(n, DIM, generator=generator, dtype=torch.float64)
-    return x, rho * x + math.sqrt(1.0 - rho**2) * noise
+    return sample_pairs(n, DIM, rho_from_mi(mi, DIM), generator=generator)
 
 
 def true_log_ratio(x: torch.Tensor, y: torch.Tensor, mi: float) -> torch.Tensor:
-    """``log p(y_j | x_i) - log p(y_j)`` for every pair: an (n, n) matrix."""
-    rho = rho_for(mi)
-    squared_distance = torch.cdist(rho * x, y).square()
-    return (
-        -0.5 * DIM * math.log(1.0 - rho**2)
-        - squared_distance / (2.0 * (1.0 - rho**2))
-        + 0.5 * y.square().sum(dim=1)[None, :]
-    )
+    """``log r(x_i, y_j)`` for every pair, in float64: an (n, n) matrix."""
+    return log_pd_matrix(x, y, rho_from_mi(mi, DIM))
 
 
 @pytest.mark.parametrize("name, make", ESTIMATORS, ids=[name for name, _ in ESTIMATORS])
@@ -76,7 +63,7 @@ def test_readout_recovers_true_mi(name: str, make) -> None:
     scores = objective.scores_from_log_pd(true_log_ratio(x, y, mi))
     estimate = objective.mi(scores).item()
     # Var[log r] under the joint is d * rho^2: the plug-in standard error on n pairs.
-    standard_error = math.sqrt(DIM * rho_for(mi) ** 2 / n)
+    standard_error = math.sqrt(DIM * rho_from_mi(mi, DIM) ** 2 / n)
     tolerance = 4 * standard_error + (0.05 if name == "cpc" else 0.0)  # InfoNCE is a lower bound at finite n
     assert abs(estimate - mi) < tolerance, f"{name}: readout {estimate:.3f} vs true MI {mi}"
 
