@@ -75,7 +75,7 @@ def run(variant: str, seeds: list[int], max_steps: int) -> None:
             {
                 "variant": variant,
                 "seed": seed,
-                "iteration": int(row["step"]) // 2,
+                "iteration": int(row["step"]) + 1,  # the logging step counts iterations from 0
                 "modes_covered": int(float(row["val/modes_covered"])),
                 "high_quality_share": round(float(row["val/high_quality_share"]), 4),
                 "wall_s": round(wall, 1),

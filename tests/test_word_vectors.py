@@ -117,7 +117,9 @@ def test_datamodule_batches(tmp_path):
     words, audio, text = synthetic_word_vectors(60, dim=6, seed=0)
     write_word_vectors(tmp_path / "audio.vec", words, audio)
     write_word_vectors(tmp_path / "text.vec", words[::-1], text.flip(0))  # the alignment must undo the order
-    data = WordVectorDataModule(str(tmp_path / "audio.vec"), str(tmp_path / "text.vec"), num_test_words=20, batch_size=8)
+    data = WordVectorDataModule(
+        str(tmp_path / "audio.vec"), str(tmp_path / "text.vec"), num_test_words=20, batch_size=8
+    )
     data.setup("fit")
     audio_batch, text_batch = next(iter(data.train_dataloader()))
     assert audio_batch.shape == text_batch.shape == (8, 6)
