@@ -36,7 +36,10 @@ def read_word_vectors(path: str | os.PathLike) -> tuple[list[str], torch.Tensor]
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Word-vector file {path} does not exist: give the path of a word2vec .vec text file.")
+        raise FileNotFoundError(
+            f"Word-vector file {path} does not exist: give the path of a word2vec .vec text file (the paper's "
+            "vectors: git clone https://github.com/iamyuanchung/speech2vec-pretrained-vectors)."
+        )
     words: list[str] = []
     rows: list[list[float]] = []
     seen: dict[str, int] = {}
