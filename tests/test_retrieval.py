@@ -63,8 +63,10 @@ def test_config_trains_on_generated_files_and_beats_chance(tmp_path, vector_file
             "--data.num_test_words", "200", "--data.batch_size", "64", "--model.input_dim", "16",
             "--model.hidden_dims", "[64]", "--model.embedding_dim", "32", "--model.objective", objective,
             *(["--model.objective_args", "{}"] if objective == "drfc" else []),
-            "--trainer.max_epochs", str(epochs), "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
-            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.max_epochs", str(epochs), "--trainer.check_val_every_n_epoch", str(epochs),
+            "--trainer.num_sanity_val_steps", "0", "--trainer.logger", "false",
+            "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(tmp_path),
         ]
     )  # fmt: skip
     accuracy = float(cli.trainer.callback_metrics["val/top1_accuracy"])
