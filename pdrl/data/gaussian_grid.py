@@ -1,0 +1,127 @@
+"""The 25-Gaussians benchmark of GAN mode collapse: a 5 x 5 grid of isotropic Gaussians, and its metrics.
+
+The modes sit at ``spacing * (i - (grid_size - 1) / 2, j - (grid_size - 1) / 2)``; with the defaults
+(grid 5, spacing 2, std 0.05) the centres are {-4, -2, 0, 2, 4}^2 and every mode has the same weight.
+
+Metrics (as in VEEGAN and PacGAN, on ``num_eval_samples = 2500`` generated points):
+
+- a sample is of **high quality** when it lies within ``n_sigma = 3`` standard deviations of the
+  nearest centre (Euclidean distance <= 3 * std);
+- a mode is **covered** when at least ``min_samples_per_mode = 20`` high-quality samples are closest to it
+  (PacGAN's rule: 20 of the 100 samples a perfect generator puts on each mode out of 2500).
+"""
+
+from __future__ import annotations
+
+import torch
+from pytorch_lightning import LightningDataModule
+from torch.utils.data import DataLoader, IterableDataset
+
+
+def grid_centres(grid_size: int = 5, spacing: float = 2.0) -> torch.Tensor:
+    """The ``(grid_size**2, 2)`` mode centres of a square grid centred on the origin."""
+    if not isinstance(grid_size, int) or grid_size < 1:
+        raise ValueError(f"grid_size must be a positive integer (5 for 25 Gaussians), got {grid_size!r}.")
+    if not spacing > 0:
+        raise ValueError(f"spacing must be > 0 (the distance between neighbouring modes, e.g. 2), got {spacing!r}.")
+    offsets = (torch.arange(grid_size, dtype=torch.float32) - (grid_size - 1) / 2) * spacing
+    rows, cols = torch.meshgrid(offsets, offsets, indexing="ij")
+    return torch.stack([rows.flatten(), cols.flatten()], dim=1)
+
+
+def sample_grid(
+    num_samples: int, centres: torch.Tensor, std: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``num_samples`` points of the equal-weight mixture: a uniformly chosen centre plus N(0, std^2 I) noise."""
+    modes = torch.randint(len(centres), (num_samples,), generator=generator)
+    return centres[modes] + std * torch.randn(num_samples, centres.shape[1], generator=generator)
+
+
+def grid_metrics(
+    samples: torch.Tensor,
+    centres: torch.Tensor,
+    std: float,
+    n_sigma: float = 3.0,
+    min_samples_per_mode: int = 20,
+) -> dict[str, float]:
+    """Modes covered and share of high-quality samples (see the module docstring).
+
+    Returns:
+        ``{"modes_covered": k, "high_quality_share": q}``: k in [0, number of modes], q in [0, 1].
+    """
+    if samples.dim() != 2 or samples.shape[1] != centres.shape[1]:
+        raise ValueError(f"samples must be (n, {centres.shape[1]}) points, got shape {tuple(samples.shape)}.")
+    distances = torch.cdist(samples.float(), centres.float())
+    nearest_distance, nearest_mode = distances.min(dim=1)
+    high_quality = nearest_distance <= n_sigma * std
+    counts = torch.bincount(nearest_mode[high_quality], minlength=len(centres))
+    return {
+        "modes_covered": float((counts >= min_samples_per_mode).sum()),
+        "high_quality_share": float(high_quality.float().mean()),
+    }
+
+
+class GaussianGridBatches(IterableDataset):
+    """``batches_per_epoch`` fresh batches of the mixture per epoch, from one persistent seeded generator."""
+
+    def __init__(self, centres: torch.Tensor, std: float, batch_size: int, batches_per_epoch: int, seed: int) -> None:
+        super().__init__()
+        self.centres, self.std = centres, std
+        self.batch_size, self.batches_per_epoch = batch_size, batches_per_epoch
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self):
+        for _ in range(self.batches_per_epoch):
+            yield sample_grid(self.batch_size, self.centres, self.std, self.generator)
+
+
+class GaussianGridDataModule(LightningDataModule):
+    """Real samples of the grid mixture for a GAN: training batches, and one fixed evaluation batch.
+
+    The evaluation batch (``num_eval_samples`` real points, fixed by ``seed``) is what the GAN's
+    validation step compares against: it generates as many samples and scores them with ``grid_metrics``.
+
+    Args:
+        grid_size: modes per side (5 gives the 25 Gaussians).
+        spacing: distance between neighbouring centres.
+        std: standard deviation of every mode.
+        batch_size: real samples per training step.
+        batches_per_epoch: training steps per epoch (the data is an endless stream; this sets the
+            validation rhythm).
+        num_eval_samples: real (and generated) points per evaluation; 2500 in VEEGAN/PacGAN.
+        seed: seeds the training stream and the evaluation batch.
+    """
+
+    def __init__(
+        self,
+        grid_size: int = 5,
+        spacing: float = 2.0,
+        std: float = 0.05,
+        batch_size: int = 256,
+        batches_per_epoch: int = 500,
+        num_eval_samples: int = 2500,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not std > 0:
+            raise ValueError(f"std must be > 0 (0.05 in the usual benchmark), got {std!r}.")
+        for name, value in (
+            ("batch_size", batch_size),
+            ("batches_per_epoch", batches_per_epoch),
+            ("num_eval_samples", num_eval_samples),
+        ):
+            if not isinstance(value, int) or value < 2:
+                raise ValueError(f"{name} must be an integer >= 2, got {value!r}.")
+        self.save_hyperparameters()
+        self.centres = grid_centres(grid_size, spacing)
+        self.std = float(std)
+
+    def train_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        batches = GaussianGridBatches(self.centres, self.std, hp.batch_size, hp.batches_per_epoch, hp.seed)
+        return DataLoader(batches, batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.hparams.seed + 1)
+        eval_samples = sample_grid(self.hparams.num_eval_samples, self.centres, self.std, generator)
+        return DataLoader([eval_samples], batch_size=None)

@@ -1,0 +1,203 @@
+"""A GAN on 2-D data, optionally regularised by MICE (MICE paper Sec. 5.3, Eq. 20-21).
+
+The generator maps noise z and a code c to a sample, ``x = G(z, c)``. The discriminator D is trained
+on Eq. 20; the generator minimises Eq. 21::
+
+    L_D = -(E_P log D(x) + E_Z log(1 - D(G(z, c))))
+    L_G = E_Z log(1 - D(G(z, c))) - beta * I_MICE(G(z, c); c)          (generator_loss="saturating")
+    L_G = -E_Z log D(G(z, c))     - beta * I_MICE(G(z, c); c)          (generator_loss="non_saturating")
+
+I_MICE is the DV bound of ``pdrl.losses.MICELoss`` on a separable critic ``<enc_x(x_i), enc_c(c_j)>`` whose
+two encoders have a spectrally normalised last layer (the MICE continuity constraint). The critic and
+the generator both ascend the bound, as in InfoGAN and MINE's GAN (Belghazi et al. 2018): a generator
+whose samples tell the code apart has to spread its codes over distinct regions, which counters mode
+collapse. ``beta = 0`` is the vanilla GAN (no critic is built).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from pytorch_lightning import LightningModule
+from pytorch_lightning.loggers import WandbLogger
+
+from pdrl.data.gaussian_grid import grid_metrics
+from pdrl.heads import SeparableCritic
+from pdrl.losses import build_objective
+from pdrl.nets.mlp import MLP
+
+CODES = ("categorical", "uniform")
+GENERATOR_LOSSES = ("saturating", "non_saturating")
+
+
+def scatter_figure(real: torch.Tensor, generated: torch.Tensor, centres: torch.Tensor, title: str) -> plt.Figure:
+    """Generated samples (blue) over real samples (grey) and the mode centres (red crosses)."""
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.scatter(real[:, 0], real[:, 1], s=2, c="0.7", label="real")
+    axis.scatter(generated[:, 0], generated[:, 1], s=2, c="tab:blue", alpha=0.6, label="generated")
+    axis.scatter(centres[:, 0], centres[:, 1], s=30, c="tab:red", marker="x", label="mode centre")
+    limit = float(centres.abs().max()) * 1.5
+    axis.set(xlim=(-limit, limit), ylim=(-limit, limit), aspect="equal", title=title)
+    axis.legend(loc="upper right", fontsize=7, markerscale=3)
+    figure.tight_layout()
+    return figure
+
+
+class GAN(LightningModule):
+    """Vanilla GAN (``beta=0``) or GAN + MICE (``beta>0``) on a 2-D mixture such as the 25 Gaussians.
+
+    Validation generates as many samples as the real evaluation batch and logs ``val/modes_covered`` and
+    ``val/high_quality_share`` (``pdrl.data.gaussian_grid.grid_metrics``), and saves a scatter plot of the
+    samples over the true modes as ``<default_root_dir>/samples_step<k>.png`` (also to W&B when it is the logger).
+    It needs a datamodule with ``centres`` and ``std`` (``GaussianGridDataModule``).
+
+    Args:
+        noise_dim: size of the noise z ~ U[0, 1]^noise_dim (the MICE paper's standard uniform).
+        code: ``"categorical"`` (one-hot of ``code_dim`` equally likely values) or ``"uniform"``
+            (continuous U[-1, 1]^code_dim).
+        code_dim: number of categories, or size of the continuous code.
+        hidden_dims: hidden widths of the generator and of the discriminator (ReLU MLPs).
+        beta: weight of the MI term in the generator loss; 0 for the vanilla GAN.
+        objective: registry name of the MI estimator (``mice``).
+        objective_args: its keyword arguments.
+        critic_hidden_dims: hidden widths of both critic encoders.
+        critic_dim: size of the critic embeddings whose inner product is the score.
+        generator_loss: ``"saturating"`` (Eq. 21 as written) or ``"non_saturating"`` (-log D, the usual fix).
+        lr: Adam learning rate of every network.
+        betas: Adam betas.
+        eval_seed: seeds the noise and codes of the evaluation samples.
+    """
+
+    def __init__(
+        self,
+        noise_dim: int = 2,
+        code: str = "categorical",
+        code_dim: int = 25,
+        hidden_dims: Sequence[int] = (128, 128, 128),
+        beta: float = 0.0,
+        objective: str = "mice",
+        objective_args: dict[str, Any] | None = None,
+        critic_hidden_dims: Sequence[int] = (128, 128),
+        critic_dim: int = 32,
+        generator_loss: str = "non_saturating",
+        lr: float = 1e-3,
+        betas: Sequence[float] = (0.5, 0.999),
+        eval_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if code not in CODES:
+            raise ValueError(f"GAN(code={code!r}) is unknown: choose one of {CODES}.")
+        if generator_loss not in GENERATOR_LOSSES:
+            raise ValueError(f"GAN(generator_loss={generator_loss!r}) is unknown: choose one of {GENERATOR_LOSSES}.")
+        if not beta >= 0:
+            raise ValueError(f"GAN(beta={beta!r}) must be >= 0 (0 for the vanilla GAN).")
+        if code == "categorical" and code_dim < 2:
+            raise ValueError(f"GAN(code_dim={code_dim}) must be >= 2 categories for a categorical code.")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.generator = MLP(noise_dim + code_dim, list(hidden_dims), 2)
+        self.discriminator = MLP(2, list(hidden_dims), 1)
+        self.mi_estimator = build_objective(objective, **(objective_args or {})) if beta > 0 else None
+        if self.mi_estimator is not None:
+            self.sample_encoder = MLP(2, list(critic_hidden_dims), critic_dim, spectral_norm="last")
+            self.code_encoder = MLP(code_dim, list(critic_hidden_dims), critic_dim, spectral_norm="last")
+            self.critic = SeparableCritic()
+
+    def sample_latent(self, num_samples: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        """Noise z ~ U[0, 1] and codes c (one-hot categorical or U[-1, 1]) for ``num_samples`` samples."""
+        hp = self.hparams
+        noise = torch.rand(num_samples, hp.noise_dim, generator=generator, device=self.device)
+        if hp.code == "categorical":
+            labels = torch.randint(hp.code_dim, (num_samples,), generator=generator, device=self.device)
+            code = F.one_hot(labels, hp.code_dim).float()
+        else:
+            code = 2 * torch.rand(num_samples, hp.code_dim, generator=generator, device=self.device) - 1
+        return noise, code
+
+    def generate(self, noise: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        """x = G(z, c)."""
+        return self.generator(torch.cat([noise, code], dim=1))
+
+    def mi_scores(self, samples: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        """The critic's score matrix ``scores[i, j] = <enc_x(x_i), enc_c(c_j)>``."""
+        return self.critic(self.sample_encoder(samples), self.code_encoder(code))
+
+    def training_step(self, real: torch.Tensor, batch_idx: int) -> None:
+        discriminator_optimizer, generator_optimizer = self.optimizers()
+        noise, code = self.sample_latent(real.shape[0])
+
+        real_logits = self.discriminator(real)
+        fake_logits = self.discriminator(self.generate(noise, code).detach())
+        # Eq. 20 as a loss: -log D(x) = softplus(-logit), -log(1 - D(G)) = softplus(logit).
+        discriminator_loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+        discriminator_optimizer.zero_grad()
+        self.manual_backward(discriminator_loss)
+        discriminator_optimizer.step()
+
+        fake = self.generate(noise, code)
+        fake_logits = self.discriminator(fake)
+        if self.hparams.generator_loss == "saturating":
+            adversarial_loss = -F.softplus(fake_logits).mean()  # log(1 - D(G)) = -softplus(logit)
+        else:
+            adversarial_loss = F.softplus(-fake_logits).mean()  # -log D(G)
+        generator_loss = adversarial_loss
+        if self.mi_estimator is not None:
+            scores = self.mi_scores(fake, code)
+            generator_loss = generator_loss + self.hparams.beta * self.mi_estimator(scores)
+            self.log("train/mi", self.mi_estimator.mi(scores))
+        generator_optimizer.zero_grad()
+        self.manual_backward(generator_loss)
+        generator_optimizer.step()
+
+        if not torch.isfinite(generator_loss) or not torch.isfinite(discriminator_loss):
+            raise FloatingPointError(
+                f"GAN losses turned non-finite at step {self.global_step} (discriminator {discriminator_loss.item()}, "
+                f"generator {generator_loss.item()}); lower lr or beta."
+            )
+        self.log("train/discriminator_loss", discriminator_loss, prog_bar=True)
+        self.log("train/generator_loss", adversarial_loss, prog_bar=True)
+
+    def validation_step(self, real: torch.Tensor, batch_idx: int) -> None:
+        datamodule = self.trainer.datamodule
+        if not hasattr(datamodule, "centres") or not hasattr(datamodule, "std"):
+            raise TypeError(
+                "GAN evaluates with the grid metrics and needs a datamodule with `centres` and `std`, "
+                "e.g. pdrl.data.gaussian_grid.GaussianGridDataModule."
+            )
+        latent_generator = torch.Generator(device=self.device).manual_seed(self.hparams.eval_seed)
+        generated = self.generate(*self.sample_latent(real.shape[0], latent_generator))
+        metrics = grid_metrics(generated.cpu(), datamodule.centres, datamodule.std)
+        self.log("val/modes_covered", metrics["modes_covered"], batch_size=real.shape[0])
+        self.log("val/high_quality_share", metrics["high_quality_share"], batch_size=real.shape[0])
+        if not self.trainer.sanity_checking:
+            self.save_scatter(real.cpu(), generated.cpu(), datamodule.centres, metrics)
+
+    def save_scatter(self, real: torch.Tensor, generated: torch.Tensor, centres: torch.Tensor, metrics: dict) -> None:
+        """Write the scatter plot PNG into the run's log folder and send it to W&B if that is the logger."""
+        title = (
+            f"step {self.global_step}, beta {self.hparams.beta}: {metrics['modes_covered']:.0f} modes, "
+            f"{100 * metrics['high_quality_share']:.1f}% high quality"
+        )
+        figure = scatter_figure(real, generated, centres, title)
+        os.makedirs(self.trainer.default_root_dir, exist_ok=True)
+        path = os.path.join(self.trainer.default_root_dir, f"samples_step{self.global_step}.png")
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("val/samples", [path], step=self.global_step)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        generator_parameters = list(self.generator.parameters())
+        if self.mi_estimator is not None:
+            generator_parameters += list(self.sample_encoder.parameters()) + list(self.code_encoder.parameters())
+        return (
+            torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr, betas=tuple(hp.betas)),
+            torch.optim.Adam(generator_parameters, lr=hp.lr, betas=tuple(hp.betas)),
+        )
