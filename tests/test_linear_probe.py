@@ -28,24 +28,33 @@ def digits_split(columns: slice) -> tuple[torch.Tensor, ...]:
     return split[0], split[2], split[1], split[3]
 
 
-def sklearn_accuracy(train_x, train_y, test_x, test_y) -> float:
+def sklearn_accuracy(train_x, train_y, test_x, test_y, **solver) -> float:
     scaler = MinMaxScaler().fit(train_x.numpy())
-    classifier = LogisticRegression(C=10, solver="saga", tol=0.1, random_state=0)
+    classifier = LogisticRegression(C=10, random_state=0, **solver)
     classifier.fit(scaler.transform(train_x.numpy()), train_y.numpy())
     return classifier.score(scaler.transform(test_x.numpy()), test_y.numpy())
 
 
+def test_probe_matches_the_papers_saga_solver_on_top_half_pixels():
+    """The paper's solver, ``LogisticRegression(C=10, solver="saga", tol=0.1)``, on the digits' top-half view."""
+    train_x, train_y, test_x, test_y = digits_split(slice(0, 32))
+    ours = linear_probe_accuracy(train_x, train_y, test_x, test_y, C=10.0)
+    reference = sklearn_accuracy(train_x, train_y, test_x, test_y, solver="saga", tol=0.1)
+    assert abs(ours - reference) <= 0.005, (ours, reference)
+
+
 @pytest.mark.parametrize("features", ["top_half_pixels", "all_pixels", "random_relu_features"])
-def test_probe_matches_sklearn_within_half_a_point(features):
-    if features == "top_half_pixels":
-        train_x, train_y, test_x, test_y = digits_split(slice(0, 32))
-    else:
-        train_x, train_y, test_x, test_y = digits_split(slice(0, 64))
+def test_probe_matches_sklearn_converged_fit(features):
+    """The same penalised likelihood solved to convergence by scikit-learn. (saga with tol=0.1 stops after a few
+    epochs on 1347 images, a point or two short of this optimum on 64 features; on MNIST's 60000 it converges:
+    see bench/results/shallow_mnist.md.)"""
+    columns = slice(0, 32) if features == "top_half_pixels" else slice(0, 64)
+    train_x, train_y, test_x, test_y = digits_split(columns)
     if features == "random_relu_features":
         projection = torch.randn(64, 128, generator=torch.Generator().manual_seed(0))
         train_x, test_x = torch.relu(train_x @ projection), torch.relu(test_x @ projection)
     ours = linear_probe_accuracy(train_x, train_y, test_x, test_y, C=10.0)
-    reference = sklearn_accuracy(train_x, train_y, test_x, test_y)
+    reference = sklearn_accuracy(train_x, train_y, test_x, test_y, solver="lbfgs", tol=1e-8, max_iter=10000)
     assert abs(ours - reference) <= 0.005, (ours, reference)
 
 
