@@ -114,7 +114,7 @@ def _worker(rank: int, world_size: int, port: int, queue) -> None:
         shard = torch.arange(rank, 11, world_size, dtype=torch.float32)[:, None].repeat(1, 2)
         order_kept = torch.equal(gather_shards(shard)[:, 0], torch.arange(11, dtype=torch.float32))
         accuracy, raw_accuracy, features = run_probe(world_size)
-        queue.put((rank, accuracy, raw_accuracy, features, order_kept))
+        queue.put((rank, accuracy, raw_accuracy, features.numpy(), order_kept))  # by value, not shared memory
     finally:
         dist.destroy_process_group()
 
@@ -133,6 +133,7 @@ def test_probe_on_two_gloo_ranks_equals_one_process():
         assert process.exitcode == 0
     for _, accuracy, raw_accuracy, features, order_kept in results:
         assert order_kept
+        features = torch.from_numpy(features)
         assert features.shape == single_features.shape  # 601 rows: no padding row kept, none counted twice
         torch.testing.assert_close(features, single_features)
         assert accuracy == single_accuracy
