@@ -100,7 +100,7 @@ def raw_pixel_baselines(root: str, max_iter: int) -> dict[str, float]:
     return {"saga": saga, "saga_seconds": saga_seconds, "lbfgs": lbfgs, "lbfgs_seconds": time.perf_counter() - started}
 
 
-def report(root: str, out: Path) -> None:
+def report(root: str, out: Path, minutes: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,16 +136,15 @@ def report(root: str, out: Path) -> None:
         "multinomial logistic regression with C = 10 fitted from scratch) solved by pdrl's full-batch L-BFGS "
         "(`pdrl.callbacks.linear_probe`), because scikit-learn's saga would need the features moved off the "
         "device; the two solvers agree on the raw pixels below. The probe ran every "
-        f"{runs[0]['probe_every'] if runs else '?'} steps instead of 1000 because an hour of this CPU reaches "
-        "only a few thousand steps, and once more at the end of the budget.",
+        f"{runs[0]['probe_every'] if runs else '?'} steps (the paper: 1000) because this shared CPU reaches only a "
+        "few hundred steps in the budget; a run stopped by the budget between two probes is probed once more.",
         "",
         "Commands (the three ran at the same time, 1 thread each):",
         "",
         "```bash",
         *[
-            f"PYTHONPATH=$PWD python bench/shallow_mnist.py --objective {run['objective']} --minutes "
-            f"{round(run['wall_seconds'] / 60) if False else '<M>'} --probe-every {run['probe_every']} "
-            f"--root /work/shared/data"
+            f"PYTHONPATH=$PWD python bench/shallow_mnist.py --objective {run['objective']} --minutes {minutes:g} "
+            f"--probe-every {run['probe_every']} --probe-max-iter {run['probe_max_iter']} --root /work/shared/data &"
             for run in runs
         ],
         "PYTHONPATH=$PWD python bench/shallow_mnist.py --report --root /work/shared/data",
@@ -184,7 +183,7 @@ if __name__ == "__main__":
     parser.add_argument("--report", action="store_true", help="write bench/results/shallow_mnist.* from the runs")
     arguments = parser.parse_args()
     if arguments.report:
-        report(arguments.root, arguments.out)
+        report(arguments.root, arguments.out, arguments.minutes)
     elif arguments.objective:
         train(
             arguments.objective,

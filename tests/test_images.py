@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,34 +16,6 @@ from pdrl.data.images import (
     MNISTDataModule,
     half_views,
 )
-
-
-def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
-    """MNIST's idx format (big-endian header, uint8 data), uncompressed, as torchvision keeps it in raw/."""
-    folder.mkdir(parents=True, exist_ok=True)
-    n, rows, cols = images.shape
-    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, n, rows, cols) + images.tobytes())
-    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + labels.tobytes())
-
-
-def make_fake_mnist(root: Path, name: str = "MNIST", n_train: int = 40, n_test: int = 20) -> None:
-    generator = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = generator.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        write_idx(root / name / "raw", prefix, images, labels)
-
-
-def make_fake_cifar10(root: Path, per_batch: int = 8, n_test: int = 16) -> None:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    generator = np.random.default_rng(0)
-    names = [f"data_batch_{index}" for index in range(1, 6)] + ["test_batch"]
-    for name in names:
-        n = n_test if name == "test_batch" else per_batch
-        batch = {"data": generator.integers(0, 256, size=(n, 3072), dtype=np.uint8), "labels": list(np.arange(n) % 10)}
-        with open(folder / name, "wb") as file:
-            pickle.dump(batch, file)
 
 
 def test_half_views_split_rows_in_hwc_order():
@@ -70,8 +40,8 @@ def test_digits_views_and_probe_splits():
 
 
 @pytest.mark.parametrize("module, name", [(MNISTDataModule, "MNIST"), (FashionMNISTDataModule, "FashionMNIST")])
-def test_idx_datamodules_read_torchvision_layout(tmp_path, module, name):
-    make_fake_mnist(tmp_path, name)
+def test_idx_datamodules_read_torchvision_layout(tmp_path, fake_data, module, name):
+    fake_data.mnist(tmp_path, name)
     datamodule = module(root=str(tmp_path), download=False, batch_size=8)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -87,8 +57,8 @@ def test_missing_mnist_names_the_files(tmp_path):
     assert "t10k-labels-idx1-ubyte" in str(error.value)
 
 
-def test_cifar10_reads_python_batches(tmp_path):
-    make_fake_cifar10(tmp_path)
+def test_cifar10_reads_python_batches(tmp_path, fake_data):
+    fake_data.cifar10(tmp_path)
     datamodule = CIFAR10DataModule(root=str(tmp_path), download=False, batch_size=4)
     datamodule.setup("fit")
     assert datamodule.view_dims == (1536, 1536)
@@ -99,10 +69,10 @@ def test_cifar10_reads_python_batches(tmp_path):
     torch.testing.assert_close(datamodule.probe_dataset("test").tensors[0][0], expected_top)
 
 
-def test_cifar10_missing_and_malformed_files(tmp_path):
+def test_cifar10_missing_and_malformed_files(tmp_path, fake_data):
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py/data_batch_1"):
         CIFAR10DataModule(root=str(tmp_path), download=False).prepare_data()
-    make_fake_cifar10(tmp_path)
+    fake_data.cifar10(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match="is not a CIFAR10 python batch"):
         CIFAR10DataModule(root=str(tmp_path), download=False).setup()

@@ -28,24 +28,33 @@ def digits_split(columns: slice) -> tuple[torch.Tensor, ...]:
     return split[0], split[2], split[1], split[3]
 
 
-def sklearn_accuracy(train_x, train_y, test_x, test_y) -> float:
+def sklearn_accuracy(train_x, train_y, test_x, test_y, **solver) -> float:
     scaler = MinMaxScaler().fit(train_x.numpy())
-    classifier = LogisticRegression(C=10, solver="saga", tol=0.1, random_state=0)
+    classifier = LogisticRegression(C=10, random_state=0, **solver)
     classifier.fit(scaler.transform(train_x.numpy()), train_y.numpy())
     return classifier.score(scaler.transform(test_x.numpy()), test_y.numpy())
 
 
+def test_probe_matches_the_papers_saga_solver_on_top_half_pixels():
+    """The paper's solver, ``LogisticRegression(C=10, solver="saga", tol=0.1)``, on the digits' top-half view."""
+    train_x, train_y, test_x, test_y = digits_split(slice(0, 32))
+    ours = linear_probe_accuracy(train_x, train_y, test_x, test_y, C=10.0)
+    reference = sklearn_accuracy(train_x, train_y, test_x, test_y, solver="saga", tol=0.1)
+    assert abs(ours - reference) <= 0.005, (ours, reference)
+
+
 @pytest.mark.parametrize("features", ["top_half_pixels", "all_pixels", "random_relu_features"])
-def test_probe_matches_sklearn_within_half_a_point(features):
-    if features == "top_half_pixels":
-        train_x, train_y, test_x, test_y = digits_split(slice(0, 32))
-    else:
-        train_x, train_y, test_x, test_y = digits_split(slice(0, 64))
+def test_probe_matches_sklearn_converged_fit(features):
+    """The same penalised likelihood solved to convergence by scikit-learn. (saga with tol=0.1 stops after a few
+    epochs on 1347 images, a point or two short of this optimum on 64 features; on MNIST's 60000 it converges:
+    see bench/results/shallow_mnist.md.)"""
+    columns = slice(0, 32) if features == "top_half_pixels" else slice(0, 64)
+    train_x, train_y, test_x, test_y = digits_split(columns)
     if features == "random_relu_features":
         projection = torch.randn(64, 128, generator=torch.Generator().manual_seed(0))
         train_x, test_x = torch.relu(train_x @ projection), torch.relu(test_x @ projection)
     ours = linear_probe_accuracy(train_x, train_y, test_x, test_y, C=10.0)
-    reference = sklearn_accuracy(train_x, train_y, test_x, test_y)
+    reference = sklearn_accuracy(train_x, train_y, test_x, test_y, solver="lbfgs", tol=1e-6, max_iter=3000)
     assert abs(ours - reference) <= 0.005, (ours, reference)
 
 
@@ -105,7 +114,7 @@ def _worker(rank: int, world_size: int, port: int, queue) -> None:
         shard = torch.arange(rank, 11, world_size, dtype=torch.float32)[:, None].repeat(1, 2)
         order_kept = torch.equal(gather_shards(shard)[:, 0], torch.arange(11, dtype=torch.float32))
         accuracy, raw_accuracy, features = run_probe(world_size)
-        queue.put((rank, accuracy, raw_accuracy, features, order_kept))
+        queue.put((rank, accuracy, raw_accuracy, features.numpy(), order_kept))  # by value, not shared memory
     finally:
         dist.destroy_process_group()
 
@@ -124,6 +133,7 @@ def test_probe_on_two_gloo_ranks_equals_one_process():
         assert process.exitcode == 0
     for _, accuracy, raw_accuracy, features, order_kept in results:
         assert order_kept
+        features = torch.from_numpy(features)
         assert features.shape == single_features.shape  # 601 rows: no padding row kept, none counted twice
         torch.testing.assert_close(features, single_features)
         assert accuracy == single_accuracy

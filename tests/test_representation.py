@@ -1,0 +1,119 @@
+"""RealNVP encoders, the representation-learning task, and every config end to end through pdrl.fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pdrl.fit import main
+from pdrl.heads import SeparableCritic
+from pdrl.nets.realnvp import RealNVP
+from pdrl.tasks.representation import RepresentationLearning
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+def probe_of(cli):
+    from pdrl.callbacks.linear_probe import LinearProbe
+
+    return next(callback for callback in cli.trainer.callbacks if isinstance(callback, LinearProbe))
+
+
+def csv_logger(tmp_path: Path) -> list[str]:
+    return [
+        "--trainer.logger", "pytorch_lightning.loggers.CSVLogger",
+        "--trainer.logger.save_dir", str(tmp_path / "logs"),
+        "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+
+
+def test_realnvp_is_invertible_volume_preserving_and_starts_near_a_permutation():
+    flow = RealNVP(dim=6, num_couplings=3, hidden_dims=(16,), init_std=0.5, seed=0)
+    inputs = torch.randn(5, 6, dtype=torch.float64)
+    flow = flow.double()
+    torch.testing.assert_close(flow.inverse(flow(inputs)), inputs)
+    jacobian = torch.autograd.functional.jacobian(lambda x: flow(x[None])[0], inputs[0])
+    torch.testing.assert_close(torch.linalg.det(jacobian).abs(), torch.tensor(1.0, dtype=torch.float64))
+    near_identity = RealNVP(dim=8, num_couplings=4, seed=3)
+    outputs = near_identity(inputs[:, :6].float().repeat(1, 2)[:, :8])
+    assert torch.allclose(
+        outputs.sort(dim=1).values, inputs[:, :6].float().repeat(1, 2)[:, :8].sort(dim=1).values, atol=1e-3
+    )
+    with pytest.raises(ValueError, match="dim"):
+        RealNVP(dim=1)
+    with pytest.raises(ValueError, match=r"expects inputs of shape \(n, 8\)"):
+        near_identity(torch.zeros(2, 7))
+
+
+def test_task_rejects_unknown_objective_and_non_finite_loss():
+    with pytest.raises(ValueError, match="Unknown objective 'cpcc'"):
+        RepresentationLearning(torch.nn.Identity(), torch.nn.Identity(), SeparableCritic(), objective="cpcc")
+    task = RepresentationLearning(torch.nn.Identity(), torch.nn.Identity(), SeparableCritic(), objective="cpc")
+    views = torch.randn(4, 3)
+    views[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="loss became nan"):
+        task.training_step((views, views), 0)
+
+
+def test_quickstart_digits_runs_with_wandb_disabled_and_prints_the_probe(tmp_path, capsys):
+    cli = main([
+        "--config", str(CONFIGS / "quickstart_digits.yaml"),
+        "--trainer.max_steps", "2",
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.callbacks.init_args.max_iter", "20",
+    ])  # fmt: skip
+    assert cli.trainer.global_step == 2
+    probe = probe_of(cli)
+    assert [entry["step"] for entry in probe.history] == [2]
+    assert 0.5 < probe.raw_pixel_accuracy <= 1.0
+    printed = capsys.readouterr().out
+    assert "probe at step 2: accuracy" in printed and "raw-pixel baseline" in printed
+
+
+@pytest.mark.parametrize(
+    "config, make_data, objective",
+    [("shallow_mnist.yaml", "mnist", "drfc"), ("shallow_cifar.yaml", "cifar10", "cpc")],
+)
+def test_shallow_configs_run_one_step_on_tiny_fake_data(tmp_path, fake_data, config, make_data, objective):
+    getattr(fake_data, make_data)(tmp_path / "data")
+    cli = main([
+        "--config", str(CONFIGS / config),
+        "--model.objective", objective,
+        "--data.root", str(tmp_path / "data"),
+        "--data.download", "false",
+        "--data.batch_size", "4",
+        "--model.encoder_a.init_args.num_couplings", "2",  # the config's 30 couplings are slow to save, not to run
+        "--model.encoder_b.init_args.num_couplings", "2",
+        "--trainer.max_steps", "1",
+        "--trainer.callbacks.init_args.max_iter", "5",
+        "--trainer.callbacks.init_args.raw_pixel_baseline", "false",
+        *csv_logger(tmp_path),
+    ])  # fmt: skip
+    assert cli.trainer.global_step == 1
+    assert cli.model.hparams.objective == objective
+    assert [entry["step"] for entry in probe_of(cli).history] == [1]
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    common = ["--config", str(CONFIGS / "quickstart_digits.yaml"), "--trainer.callbacks.init_args.every_n_steps", "2",
+              "--trainer.callbacks.init_args.max_iter", "20", *csv_logger(tmp_path)]  # fmt: skip
+    first = main([*common, "--trainer.max_steps", "3"])
+    history = [dict(entry) for entry in probe_of(first).history]
+    assert [entry["step"] for entry in history] == [2, 3]
+    logged = yaml.safe_load((Path(first.trainer.logger.log_dir) / "hparams.yaml").read_text())
+    assert logged["model"]["init_args"]["objective"] == "pcc"  # the resolved config reached the logger
+    checkpoint = first.trainer.checkpoint_callback.best_model_path
+    assert checkpoint.endswith("step=3.ckpt")
+
+    second = main([*common, "--trainer.max_steps", "5", "--ckpt_path", checkpoint])
+    assert second.trainer.global_step == 5
+    resumed = probe_of(second)
+    assert resumed.history[:2] == history  # restored from the checkpoint, not recomputed
+    assert [entry["step"] for entry in resumed.history] == [2, 3, 4, 5]
+    assert resumed.raw_pixel_accuracy == probe_of(first).raw_pixel_accuracy
