@@ -13,8 +13,15 @@ W&B works offline with ``WANDB_MODE=offline`` (sync later with ``wandb sync``); 
 
 from __future__ import annotations
 
+import sys
+
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from pdrl import checkpointing
+from pdrl.callbacks.finite_guard import FiniteGuard
+from pdrl.errors import run_command
 
 
 class LoggedConfigCallback(SaveConfigCallback):
@@ -33,6 +40,31 @@ class PdrlCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume from, or 'last'")
 
+    def before_instantiate_classes(self) -> None:
+        """Resolve ``--ckpt_path last`` in the run folder, check the checkpoint, and continue its W&B run."""
+        ckpt_path = self.config.get("ckpt_path")
+        if ckpt_path is None:
+            return
+        if ckpt_path == "last":
+            ckpt_path = str(checkpointing.find_last_checkpoint(self.config.trainer.default_root_dir or "."))
+            self.config.ckpt_path = ckpt_path
+        run_id = checkpointing.read_checkpoint(ckpt_path).get(checkpointing.WANDB_RUN_ID_KEY)
+        logger = self.config.trainer.get("logger")
+        if run_id is not None and logger is not None and str(logger.get("class_path", "")).endswith("WandbLogger"):
+            logger.init_args.id = run_id
+            logger.init_args.resume = "allow"
+
+    def after_instantiate_classes(self) -> None:
+        """Atomic checkpoints in ``<run folder>/checkpoints``, the W&B id in each, and a non-finite loss guard."""
+        trainer = self.trainer
+        trainer.strategy.checkpoint_io = checkpointing.AtomicCheckpointIO()
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = str(checkpointing.checkpoint_folder(trainer.default_root_dir))
+        trainer.callbacks.append(checkpointing.WandbRunId())
+        if not any(isinstance(callback, FiniteGuard) for callback in trainer.callbacks):
+            trainer.callbacks.append(FiniteGuard(action="raise"))
+
 
 def main(args: list[str] | None = None) -> PdrlCLI:
     """Parse ``args`` (``sys.argv`` when None), build the task and fit it."""
@@ -43,6 +75,7 @@ def main(args: list[str] | None = None) -> PdrlCLI:
         subclass_mode_data=True,
         save_config_callback=LoggedConfigCallback,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"exit_on_error": False},
         run=False,
         args=args,
     )
@@ -51,4 +84,4 @@ def main(args: list[str] | None = None) -> PdrlCLI:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -1,0 +1,86 @@
+"""SIGKILL a run at random steps, resume it with --ckpt_path last, and get the uninterrupted run back exactly.
+
+Each killed run is a real ``python -m pdrl.fit`` process killed with SIGKILL (no clean-up code runs) at a
+random moment after it passed a randomly drawn step; ``--ckpt_path last`` then continues the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from pdrl import fit
+from pdrl.checkpointing import WANDB_RUN_ID_KEY, find_last_checkpoint, read_checkpoint
+from tests.tiny_run import fit_command, subprocess_env, tiny_config, write_config
+
+MAX_STEPS = 12
+KILLS = 3
+
+
+def last_step(run_folder: Path) -> int:
+    """The global step of the run's last checkpoint, or -1 while there is none (atomic writes: never half a file)."""
+    try:
+        return read_checkpoint(find_last_checkpoint(run_folder))["global_step"]
+    except (ValueError, FileNotFoundError):
+        return -1
+
+
+def kill_after_step(args: list[str], cwd: Path, run_folder: Path, step: int, rng: random.Random) -> None:
+    process = subprocess.Popen(
+        fit_command(*args), cwd=cwd, env=subprocess_env("offline"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 240
+    while last_step(run_folder) < step:
+        assert process.poll() is None, f"the run ended before step {step}: {process.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, 0.3))  # anywhere in the next step: forward, backward, probe or checkpoint write
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
+def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
+    reference_folder, killed_folder = tmp_path / "reference", tmp_path / "killed"
+    reference_config = write_config(tmp_path / "reference.yaml", tiny_config(reference_folder, MAX_STEPS))
+    fit.main(["--config", str(reference_config)])  # uninterrupted, in this process, W&B disabled
+    reference = read_checkpoint(find_last_checkpoint(reference_folder))
+
+    config = str(write_config(tmp_path / "killed.yaml", tiny_config(killed_folder, MAX_STEPS)))
+    rng = random.Random(0)
+    kill_steps = sorted(rng.sample(range(1, MAX_STEPS - 1), KILLS))
+    for index, step in enumerate(kill_steps):
+        args = ["--config", config] + (["--ckpt_path", "last"] if index else [])
+        kill_after_step(args, tmp_path, killed_folder, step, rng)
+        assert last_step(killed_folder) >= step
+    finished = subprocess.run(
+        fit_command("--config", config, "--ckpt_path", "last"),
+        cwd=tmp_path,
+        env=subprocess_env("offline"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    resumed = read_checkpoint(find_last_checkpoint(killed_folder))
+
+    assert resumed["global_step"] == reference["global_step"] == MAX_STEPS
+    assert resumed["state_dict"].keys() == reference["state_dict"].keys()
+    for name, weight in reference["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], weight), f"{name} differs after {KILLS} kills and resumes"
+    probe_key = next(key for key in reference["callbacks"] if "LinearProbe" in key)
+    history = [(entry["step"], entry["accuracy"]) for entry in resumed["callbacks"][probe_key]["history"]]
+    assert history == [(entry["step"], entry["accuracy"]) for entry in reference["callbacks"][probe_key]["history"]]
+    assert [step for step, _ in history] == [4, 8, 12]
+
+    run_ids = {path.name.rsplit("-", 1)[-1] for path in (killed_folder / "wandb").glob("offline-run-*")}
+    assert run_ids == {resumed[WANDB_RUN_ID_KEY]}, f"one W&B run expected, got {run_ids}"
+    assert len(list((killed_folder / "wandb").glob("offline-run-*"))) == KILLS + 1
+    leftovers = [name for name in os.listdir(killed_folder / "checkpoints") if name != "last.ckpt"]
+    assert all(name.startswith(".last.ckpt.tmp-") for name in leftovers), leftovers  # never loaded
