@@ -37,14 +37,14 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, 
 def one_sentence(error: BaseException) -> str:
     """The message of ``error`` on one line; a nested jsonargparse message becomes ``key.sub: problem``."""
     text = str(error).strip() or type(error).__name__
-    if isinstance(error, ArgumentError) or text.startswith("Parser key") or 'Parser key "' in text:
+    if isinstance(error, ArgumentError) or 'Parser key "' in text or "Does not validate" in text:
         keys = _KEY.findall(text)
-        problems = [
-            line.strip().lstrip("- ").strip()
-            for line in text.splitlines()
-            if line.strip() and not _KEY.search(line) and not _STRUCTURE.match(line.strip())
-        ]
-        problem = problems[0] if problems else text.splitlines()[-1].strip()
+        lines = [line.strip() for line in text.splitlines()]
+        problems = [line for line in lines if line and not _KEY.search(line) and not _STRUCTURE.match(line)]
+        if len(problems) > 1:  # drop the other members of a union type ("- Expected a <class 'bool'>")
+            problems = [line for line in problems if not line.startswith("- Expected a <class")] or problems
+        problems = [line.lstrip("- ").strip() for line in problems]
+        problem = " ".join(problems) if problems else text.splitlines()[-1].strip()
         key = ".".join(keys)
         text = f"{key}: {problem}" if key else problem
         if not text.endswith("."):
