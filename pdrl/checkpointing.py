@@ -82,7 +82,8 @@ def find_last_checkpoint(run_folder: str | os.PathLike) -> Path:
     if not candidates:
         raise ConfigError(
             f"--ckpt_path last found no last*.ckpt in {folder}: this run folder has no checkpoint to resume; start "
-            "without --ckpt_path, or set trainer.default_root_dir to the folder of the run to resume."
+            "without --ckpt_path, set trainer.default_root_dir to the folder of the run to resume, or save checkpoints "
+            "with ModelCheckpoint(save_last=True)."
         )
     return candidates[-1]
 
