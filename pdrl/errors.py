@@ -43,7 +43,7 @@ def one_sentence(error: BaseException) -> str:
         problems = [line for line in lines if line and not _KEY.search(line) and not _STRUCTURE.match(line)]
         if len(problems) > 1:  # drop the other members of a union type ("- Expected a <class 'bool'>")
             problems = [line for line in problems if not line.startswith("- Expected a <class")] or problems
-        problems = [line.lstrip("- ").strip() for line in problems]
+        problems = list(dict.fromkeys(line.lstrip("- ").strip() for line in problems))  # each once, in order
         problem = " ".join(problems) if problems else text.splitlines()[-1].strip()
         key = ".".join(keys)
         text = f"{key}: {problem}" if key else problem

@@ -1,7 +1,9 @@
 """SIGKILL a run at random steps, resume it with --ckpt_path last, and get the uninterrupted run back exactly.
 
 Each killed run is a real ``python -m pdrl.fit`` process killed with SIGKILL (no clean-up code runs) at a
-random moment after it passed a randomly drawn step; ``--ckpt_path last`` then continues the same run.
+random moment after it passed a randomly drawn step; ``--ckpt_path last`` then continues the same run. Every
+process runs with W&B offline and its server address refused (``WANDB_BASE_URL`` on a closed port), under a
+timeout: W&B without a network never blocks a run.
 """
 
 from __future__ import annotations
