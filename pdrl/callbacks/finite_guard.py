@@ -3,6 +3,8 @@
 The guard watches every backward pass (``on_before_backward``: the loss) and every optimizer step
 (``on_before_optimizer_step``: the gradients), so it acts *before* a NaN can reach the weights, for automatic
 and manual optimisation alike. Checkpoint callbacks run after it, so a checkpoint never holds NaN weights.
+Under fp16 mixed precision (a ``GradScaler``) only the loss is checked: the scaler itself skips the steps whose
+gradients overflow, and lowers its scale.
 
 - ``action="raise"`` (default): raise ``NonFiniteLossError`` naming the step, the objective and the last good
   checkpoint. If no checkpoint was saved yet, the guard saves the still-finite weights (from before this step)
@@ -74,7 +76,8 @@ class FiniteGuard(Callback):
     def on_before_optimizer_step(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        if self._bad_value is None:
+        # with fp16 mixed precision, inf gradients are expected and the GradScaler already skips those steps
+        if self._bad_value is None and getattr(trainer.precision_plugin, "scaler", None) is None:
             grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
             if grads and not torch.stack([torch.isfinite(grad).all() for grad in grads]).all():
                 self._bad_value = "gradient (loss finite)"
