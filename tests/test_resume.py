@@ -83,6 +83,6 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
 
     run_ids = {path.name.rsplit("-", 1)[-1] for path in (killed_folder / "wandb").glob("offline-run-*")}
     assert run_ids == {resumed[WANDB_RUN_ID_KEY]}, f"one W&B run expected, got {run_ids}"
-    assert len(list((killed_folder / "wandb").glob("offline-run-*"))) == KILLS + 1
+    # (no count of the offline-run folders: two processes started within one second share a folder name)
     leftovers = [name for name in os.listdir(killed_folder / "checkpoints") if name != "last.ckpt"]
     assert all(name.startswith(".last.ckpt.tmp-") for name in leftovers), leftovers  # never loaded
