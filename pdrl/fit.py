@@ -6,6 +6,11 @@ Built on LightningCLI, so every constructor argument of the task (``model``), it
 resolved config, and ``--ckpt_path`` (a path, or ``last``) resumes a run. The resolved config is saved
 in the run's log folder as ``config.yaml`` and logged as hyper-parameters to every logger (W&B's run config).
 
+Reliability (``pdrl.checkpointing``, ``pdrl.errors``, ``pdrl.callbacks.finite_guard``): checkpoints are written
+atomically to ``<trainer.default_root_dir>/checkpoints``; ``--ckpt_path last`` resumes the newest ``last*.ckpt``
+there and continues the same W&B run (its id is stored in every checkpoint); a ``FiniteGuard(action="raise")`` is
+added when the config has none; a user error ends in one line ``pdrl: error: ...`` and exit status 2.
+
 W&B works offline with ``WANDB_MODE=offline`` (sync later with ``wandb sync``); without W&B use
 ``--trainer.logger pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir runs`` (or
 ``pytorch_lightning.loggers.TensorBoardLogger``).

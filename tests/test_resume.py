@@ -34,17 +34,21 @@ def last_step(run_folder: Path) -> int:
 
 
 def kill_after_step(args: list[str], cwd: Path, run_folder: Path, step: int, rng: random.Random) -> None:
-    process = subprocess.Popen(
-        fit_command(*args), cwd=cwd, env=subprocess_env("offline"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 240
-    while last_step(run_folder) < step:
-        assert process.poll() is None, f"the run ended before step {step}: {process.stderr.read()[-2000:]}"
-        assert time.monotonic() < deadline, "the run made no progress"
-        time.sleep(0.05)
-    time.sleep(rng.uniform(0.0, 0.3))  # anywhere in the next step: forward, backward, probe or checkpoint write
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    log = cwd / "killed_run.log"  # a file, not a pipe: a full pipe would block the run
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            fit_command(*args), cwd=cwd, env=subprocess_env("offline"), stdout=output, stderr=output
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while last_step(run_folder) < step:
+            assert process.poll() is None, f"the run ended before step {step}: {log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, "the run made no progress"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.3))  # anywhere in the next step: forward, backward, probe or checkpoint write
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
     assert process.returncode == -signal.SIGKILL
 
 
