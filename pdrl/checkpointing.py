@@ -7,16 +7,20 @@
 - A run folder (``trainer.default_root_dir``) keeps its checkpoints in ``<run folder>/checkpoints``;
   ``find_last_checkpoint`` resolves ``--ckpt_path last`` there.
 - ``WandbRunId`` stores the W&B run id in every checkpoint, so a resume continues the same W&B run.
+- ``RandomState`` stores the global random generators (torch, CUDA, numpy, Python) in every checkpoint and puts
+  them back when training resumes, so random augmentation or noise after a resume is that of an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import random
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import Callback, LightningModule, Trainer
@@ -95,3 +99,36 @@ class WandbRunId(Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger) and logger.version is not None:
                 checkpoint[WANDB_RUN_ID_KEY] = logger.version
+
+
+class RandomState(Callback):
+    """Save the global random generators in every checkpoint (key ``rng_states``) and restore them on resume.
+
+    They are restored at ``on_train_start``, after the train loader was built, which is where an uninterrupted
+    run's generators stood when it saved. Under DDP the states of the rank that saves (rank 0) are restored on
+    every rank.
+    """
+
+    def __init__(self) -> None:
+        self._states_to_restore: dict[str, Any] | None = None
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._states_to_restore = checkpoint.get("rng_states")
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        states, self._states_to_restore = self._states_to_restore, None
+        if states is None:
+            return
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+        np.random.set_state(states["numpy"])
+        random.setstate(states["python"])

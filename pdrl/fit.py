@@ -8,8 +8,9 @@ in the run's log folder as ``config.yaml`` and logged as hyper-parameters to eve
 
 Reliability (``pdrl.checkpointing``, ``pdrl.errors``, ``pdrl.callbacks.finite_guard``): checkpoints are written
 atomically to ``<trainer.default_root_dir>/checkpoints``; ``--ckpt_path last`` resumes the newest ``last*.ckpt``
-there and continues the same W&B run (its id is stored in every checkpoint); a ``FiniteGuard(action="raise")`` is
-added when the config has none; a user error ends in one line ``pdrl: error: ...`` and exit status 2.
+there and continues the same W&B run (its id is stored in every checkpoint, with the random generators); a
+``FiniteGuard(action="raise")`` is added when the config has none; a user error ends in one line
+``pdrl: error: ...`` and exit status 2.
 
 W&B works offline with ``WANDB_MODE=offline`` (sync later with ``wandb sync``); without W&B use
 ``--trainer.logger pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir runs`` (or
@@ -66,7 +67,7 @@ class PdrlCLI(LightningCLI):
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(checkpointing.checkpoint_folder(trainer.default_root_dir))
-        trainer.callbacks.append(checkpointing.WandbRunId())
+        trainer.callbacks.extend([checkpointing.WandbRunId(), checkpointing.RandomState()])
         if not any(isinstance(callback, FiniteGuard) for callback in trainer.callbacks):
             trainer.callbacks.append(FiniteGuard(action="raise"))
 

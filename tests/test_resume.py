@@ -16,9 +16,15 @@ import time
 from pathlib import Path
 
 import torch
+from pytorch_lightning import Trainer, seed_everything
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from pdrl import fit
-from pdrl.checkpointing import WANDB_RUN_ID_KEY, find_last_checkpoint, read_checkpoint
+from pdrl.checkpointing import WANDB_RUN_ID_KEY, AtomicCheckpointIO, RandomState, find_last_checkpoint, read_checkpoint
+from pdrl.data.images import DigitsDataModule
+from pdrl.heads import BilinearCritic
+from pdrl.nets.realnvp import RealNVP
+from pdrl.tasks.representation import RepresentationLearning
 from tests.tiny_run import fit_command, subprocess_env, tiny_config, write_config
 
 MAX_STEPS = 12
@@ -90,3 +96,39 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
     # (no count of the offline-run folders: two processes started within one second share a folder name)
     leftovers = [name for name in os.listdir(killed_folder / "checkpoints") if name != "last.ckpt"]
     assert all(name.startswith(".last.ckpt.tmp-") for name in leftovers), leftovers  # never loaded
+
+
+class NoisyViews(RepresentationLearning):
+    """The representation task with Gaussian noise on its views: training that draws from the global RNG."""
+
+    def training_step(self, batch, batch_idx):
+        view_a, view_b = batch
+        return super().training_step((view_a + 0.1 * torch.randn_like(view_a), view_b), batch_idx)
+
+
+def fit_noisy(run_folder: Path, max_steps: int, keep_random_state: bool, ckpt_path: str | None = None) -> dict:
+    seed_everything(0)
+    encoder = {"dim": 32, "num_couplings": 2, "hidden_dims": [16], "init_std": 1.0e-4}
+    task = NoisyViews(RealNVP(**encoder, seed=0), RealNVP(**encoder, seed=1), BilinearCritic(32, 32), lr=1e-3)
+    callbacks = [ModelCheckpoint(run_folder / "checkpoints", every_n_train_steps=1, save_last=True, save_top_k=0)]
+    trainer = Trainer(
+        max_steps=max_steps,
+        callbacks=callbacks + ([RandomState()] if keep_random_state else []),
+        plugins=[AtomicCheckpointIO()],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+    )
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=64), ckpt_path=ckpt_path)
+    return task.state_dict()
+
+
+def test_random_state_makes_a_noisy_resume_exact(tmp_path):
+    reference = fit_noisy(tmp_path / "reference", 6, keep_random_state=True)
+    for keep_random_state in (True, False):
+        run = tmp_path / f"resumed_{keep_random_state}"
+        fit_noisy(run, 3, keep_random_state)
+        resumed = fit_noisy(run, 6, keep_random_state, ckpt_path=str(find_last_checkpoint(run)))
+        same = all(torch.equal(resumed[name], weight) for name, weight in reference.items())
+        assert same == keep_random_state  # without RandomState the noise after the resume differs

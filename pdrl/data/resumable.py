@@ -58,6 +58,7 @@ class ResumableDataLoader(DataLoader):
             seed = int(torch.randint(0, 2**62, ()).item())
         kwargs.pop("shuffle", None)
         sampler = kwargs.pop("sampler", None) or EpochPermutationSampler(len(dataset), seed)
+        kwargs.setdefault("generator", torch.Generator().manual_seed(seed))  # worker seeds leave the global RNG alone
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **kwargs)
         self.seed = seed
         self.batches_done = 0  # batches of the current epoch already yielded (and trained on, see below)
