@@ -18,10 +18,13 @@ from pathlib import Path
 import torch
 from pytorch_lightning import Trainer, seed_everything
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities.data import _update_dataloader
+from torch.utils.data import DistributedSampler, TensorDataset
 
 from pdrl import fit
 from pdrl.checkpointing import WANDB_RUN_ID_KEY, AtomicCheckpointIO, RandomState, find_last_checkpoint, read_checkpoint
 from pdrl.data.images import DigitsDataModule
+from pdrl.data.resumable import ResumableDataLoader
 from pdrl.heads import BilinearCritic
 from pdrl.nets.realnvp import RealNVP
 from pdrl.tasks.representation import RepresentationLearning
@@ -132,3 +135,29 @@ def test_random_state_makes_a_noisy_resume_exact(tmp_path):
         resumed = fit_noisy(run, 6, keep_random_state, ckpt_path=str(find_last_checkpoint(run)))
         same = all(torch.equal(resumed[name], weight) for name, weight in reference.items())
         assert same == keep_random_state  # without RandomState the noise after the resume differs
+
+
+def test_resumable_loader_continues_where_the_state_says():
+    dataset = TensorDataset(torch.arange(40.0))
+    loader = ResumableDataLoader(dataset, batch_size=4, seed=7)
+    loader.sampler.set_epoch(2)
+    full_epoch = [batch[0].tolist() for batch in loader]
+    assert sorted(sum(full_epoch, [])) == list(range(40)) and len(full_epoch) == 10
+    iterator = iter(loader)
+    first = [next(iterator)[0].tolist() for _ in range(3)]
+    state = loader.state_dict()
+    assert state == {"seed": 7, "epoch": 2, "batches_done": 3}
+    resumed = ResumableDataLoader(dataset, batch_size=4)  # another seed, until the state comes back
+    resumed.load_state_dict(state)
+    assert first + [batch[0].tolist() for batch in resumed] == full_epoch
+    assert [batch[0].tolist() for batch in resumed] == full_epoch  # the next pass starts the epoch over
+    resumed.sampler.set_epoch(3)
+    assert [batch[0].tolist() for batch in resumed] != full_epoch
+
+
+def test_resumable_loader_takes_lightnings_distributed_sampler():
+    dataset = TensorDataset(torch.arange(20.0))
+    sampler = DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=True, seed=0)
+    loader = _update_dataloader(ResumableDataLoader(dataset, batch_size=4, seed=3), sampler)
+    assert isinstance(loader, ResumableDataLoader) and loader.sampler is sampler and loader.seed == 3
+    assert len(sum([batch[0].tolist() for batch in loader], [])) == 8  # 10 of 20 per rank, last batch dropped
