@@ -6,6 +6,12 @@ Built on LightningCLI, so every constructor argument of the task (``model``), it
 resolved config, and ``--ckpt_path`` (a path, or ``last``) resumes a run. The resolved config is saved
 in the run's log folder as ``config.yaml`` and logged as hyper-parameters to every logger (W&B's run config).
 
+Reliability (``pdrl.checkpointing``, ``pdrl.errors``, ``pdrl.callbacks.finite_guard``): checkpoints are written
+atomically to ``<trainer.default_root_dir>/checkpoints``; ``--ckpt_path last`` resumes the newest ``last*.ckpt``
+there and continues the same W&B run (its id is stored in every checkpoint, with the random generators); a
+``FiniteGuard(action="raise")`` is added when the config has none; a user error ends in one line
+``pdrl: error: ...`` and exit status 2.
+
 W&B works offline with ``WANDB_MODE=offline`` (sync later with ``wandb sync``); without W&B use
 ``--trainer.logger pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir runs`` (or
 ``pytorch_lightning.loggers.TensorBoardLogger``).
@@ -13,8 +19,15 @@ W&B works offline with ``WANDB_MODE=offline`` (sync later with ``wandb sync``); 
 
 from __future__ import annotations
 
+import sys
+
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from pdrl import checkpointing
+from pdrl.callbacks.finite_guard import FiniteGuard
+from pdrl.errors import run_command
 
 
 class LoggedConfigCallback(SaveConfigCallback):
@@ -33,6 +46,31 @@ class PdrlCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume from, or 'last'")
 
+    def before_instantiate_classes(self) -> None:
+        """Resolve ``--ckpt_path last`` in the run folder, check the checkpoint, and continue its W&B run."""
+        ckpt_path = self.config.get("ckpt_path")
+        if ckpt_path is None:
+            return
+        if ckpt_path == "last":
+            ckpt_path = str(checkpointing.find_last_checkpoint(self.config.trainer.default_root_dir or "."))
+            self.config.ckpt_path = ckpt_path
+        run_id = checkpointing.read_checkpoint(ckpt_path).get(checkpointing.WANDB_RUN_ID_KEY)
+        logger = self.config.trainer.get("logger")
+        if run_id is not None and logger is not None and str(logger.get("class_path", "")).endswith("WandbLogger"):
+            logger.init_args.id = run_id
+            logger.init_args.resume = "allow"
+
+    def after_instantiate_classes(self) -> None:
+        """Atomic checkpoints in ``<run folder>/checkpoints``, the W&B id in each, and a non-finite loss guard."""
+        trainer = self.trainer
+        trainer.strategy.checkpoint_io = checkpointing.AtomicCheckpointIO()
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = str(checkpointing.checkpoint_folder(trainer.default_root_dir))
+        trainer.callbacks.extend([checkpointing.WandbRunId(), checkpointing.RandomState()])
+        if not any(isinstance(callback, FiniteGuard) for callback in trainer.callbacks):
+            trainer.callbacks.append(FiniteGuard(action="raise"))
+
 
 def main(args: list[str] | None = None) -> PdrlCLI:
     """Parse ``args`` (``sys.argv`` when None), build the task and fit it."""
@@ -43,6 +81,7 @@ def main(args: list[str] | None = None) -> PdrlCLI:
         subclass_mode_data=True,
         save_config_callback=LoggedConfigCallback,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"exit_on_error": False},
         run=False,
         args=args,
     )
@@ -51,4 +90,4 @@ def main(args: list[str] | None = None) -> PdrlCLI:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -23,6 +23,8 @@ import torch
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
+from pdrl.data.resumable import ResumableDataLoader
+
 PROBE_SPLITS = ("train", "test")
 
 
@@ -83,10 +85,9 @@ class HalfImageDataModule(LightningDataModule, abc.ABC):
         top, bottom, _ = self._split("train")
         if len(top) < self.batch_size:
             raise ValueError(f"The train split has {len(top)} images, fewer than batch_size={self.batch_size}.")
-        return DataLoader(
+        return ResumableDataLoader(  # shuffled; a run resumed mid-epoch sees the same batches
             TensorDataset(top, bottom),
             batch_size=self.batch_size,
-            shuffle=True,
             drop_last=True,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

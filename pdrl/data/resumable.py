@@ -1,0 +1,89 @@
+"""A shuffling DataLoader whose position survives a checkpoint, so a resumed run sees the same batches.
+
+A plain ``DataLoader(shuffle=True)`` draws each epoch's order from the global RNG and restarts an interrupted
+epoch from its first batch, so a run resumed mid-epoch trains on different batches than an uninterrupted one.
+``ResumableDataLoader`` orders epoch ``e`` by ``torch.randperm`` with a generator seeded by ``seed + e``
+(Lightning calls ``set_epoch``) and implements ``state_dict``/``load_state_dict`` (Lightning saves them in
+every checkpoint), so after a resume it skips the batches of the epoch that were already trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class EpochPermutationSampler(Sampler[int]):
+    """Indices ``randperm(n, generator seeded by seed + epoch)[skip:]``; ``skip`` applies to the next pass."""
+
+    def __init__(self, num_samples: int, seed: int) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.num_samples, generator=generator)
+        skip, self.skip = self.skip, 0
+        yield from order[skip:].tolist()
+
+
+class ResumableDataLoader(DataLoader):
+    """Shuffled batches in an order fixed by ``seed`` and the epoch, resumable in the middle of an epoch.
+
+    Args:
+        dataset: a map-style dataset.
+        batch_size: samples per batch.
+        seed: seed of the epoch orders; None draws one from torch's global RNG (so ``seed_everything`` fixes it).
+            The seed is part of ``state_dict`` and comes back on resume.
+        drop_last: drop the last incomplete batch of each epoch.
+        **kwargs: other ``DataLoader`` arguments (``num_workers``, ...). A ``sampler`` given here (Lightning injects
+            a ``DistributedSampler`` under DDP) replaces the seeded order; resume is then exact only at epoch ends.
+    """
+
+    def __init__(
+        self, dataset: Dataset, batch_size: int, seed: int | None = None, drop_last: bool = True, **kwargs: Any
+    ) -> None:
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+        kwargs.pop("shuffle", None)
+        sampler = kwargs.pop("sampler", None) or EpochPermutationSampler(len(dataset), seed)
+        kwargs.setdefault("generator", torch.Generator().manual_seed(seed))  # worker seeds leave the global RNG alone
+        super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **kwargs)
+        self.seed = seed
+        self.batches_done = 0  # batches of the current epoch already yielded (and trained on, see below)
+
+    def __iter__(self) -> Iterator[Any]:
+        # A sized loader is not pre-fetched by Lightning, so a batch yielded is a batch trained on when a
+        # checkpoint is saved; an epoch completed in a previous run starts over.
+        if self.batches_done >= len(self):
+            self.batches_done = 0
+        if isinstance(self.sampler, EpochPermutationSampler):
+            self.sampler.skip = self.batches_done * self.batch_size
+        elif self.batches_done:
+            self.batches_done = 0  # an injected sampler cannot skip: this epoch starts over
+        for batch in super().__iter__():
+            self.batches_done += 1
+            yield batch
+        self.batches_done = 0
+
+    def state_dict(self) -> dict[str, int]:
+        epoch = self.sampler.epoch if isinstance(self.sampler, EpochPermutationSampler) else 0
+        return {"seed": self.seed, "epoch": epoch, "batches_done": self.batches_done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.seed = state_dict["seed"]
+        self.batches_done = state_dict["batches_done"]
+        if isinstance(self.sampler, EpochPermutationSampler):
+            self.sampler.seed = self.seed
+            self.sampler.set_epoch(state_dict["epoch"])

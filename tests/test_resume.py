@@ -1,0 +1,163 @@
+"""SIGKILL a run at random steps, resume it with --ckpt_path last, and get the uninterrupted run back exactly.
+
+Each killed run is a real ``python -m pdrl.fit`` process killed with SIGKILL (no clean-up code runs) at a
+random moment after it passed a randomly drawn step; ``--ckpt_path last`` then continues the same run. Every
+process runs with W&B offline and its server address refused (``WANDB_BASE_URL`` on a closed port), under a
+timeout: W&B without a network never blocks a run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+from pytorch_lightning import Trainer, seed_everything
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities.data import _update_dataloader
+from torch.utils.data import DistributedSampler, TensorDataset
+
+from pdrl import fit
+from pdrl.checkpointing import WANDB_RUN_ID_KEY, AtomicCheckpointIO, RandomState, find_last_checkpoint, read_checkpoint
+from pdrl.data.images import DigitsDataModule
+from pdrl.data.resumable import ResumableDataLoader
+from pdrl.heads import BilinearCritic
+from pdrl.nets.realnvp import RealNVP
+from pdrl.tasks.representation import RepresentationLearning
+from tests.tiny_run import fit_command, subprocess_env, tiny_config, write_config
+
+MAX_STEPS = 12
+KILLS = 3
+
+
+def last_step(run_folder: Path) -> int:
+    """The global step of the run's last checkpoint, or -1 while there is none (atomic writes: never half a file)."""
+    try:
+        return read_checkpoint(find_last_checkpoint(run_folder))["global_step"]
+    except (ValueError, FileNotFoundError):
+        return -1
+
+
+def kill_after_step(args: list[str], cwd: Path, run_folder: Path, step: int, rng: random.Random) -> None:
+    log = cwd / "killed_run.log"  # a file, not a pipe: a full pipe would block the run
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            fit_command(*args), cwd=cwd, env=subprocess_env("offline"), stdout=output, stderr=output
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while last_step(run_folder) < step:
+            assert process.poll() is None, f"the run ended before step {step}: {log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, "the run made no progress"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.3))  # anywhere in the next step: forward, backward, probe or checkpoint write
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
+def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
+    reference_folder, killed_folder = tmp_path / "reference", tmp_path / "killed"
+    reference_config = write_config(tmp_path / "reference.yaml", tiny_config(reference_folder, MAX_STEPS))
+    fit.main(["--config", str(reference_config)])  # uninterrupted, in this process, W&B disabled
+    reference = read_checkpoint(find_last_checkpoint(reference_folder))
+
+    config = str(write_config(tmp_path / "killed.yaml", tiny_config(killed_folder, MAX_STEPS)))
+    rng = random.Random(0)
+    kill_steps = sorted(rng.sample(range(1, MAX_STEPS - 1), KILLS))
+    for index, step in enumerate(kill_steps):
+        args = ["--config", config] + (["--ckpt_path", "last"] if index else [])
+        kill_after_step(args, tmp_path, killed_folder, step, rng)
+        assert last_step(killed_folder) >= step
+    finished = subprocess.run(
+        fit_command("--config", config, "--ckpt_path", "last"),
+        cwd=tmp_path,
+        env=subprocess_env("offline"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    resumed = read_checkpoint(find_last_checkpoint(killed_folder))
+
+    assert resumed["global_step"] == reference["global_step"] == MAX_STEPS
+    assert resumed["state_dict"].keys() == reference["state_dict"].keys()
+    for name, weight in reference["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], weight), f"{name} differs after {KILLS} kills and resumes"
+    probe_key = next(key for key in reference["callbacks"] if "LinearProbe" in key)
+    history = [(entry["step"], entry["accuracy"]) for entry in resumed["callbacks"][probe_key]["history"]]
+    assert history == [(entry["step"], entry["accuracy"]) for entry in reference["callbacks"][probe_key]["history"]]
+    assert [step for step, _ in history] == [4, 8, 12]
+
+    run_ids = {path.name.rsplit("-", 1)[-1] for path in (killed_folder / "wandb").glob("offline-run-*")}
+    assert run_ids == {resumed[WANDB_RUN_ID_KEY]}, f"one W&B run expected, got {run_ids}"
+    # (no count of the offline-run folders: two processes started within one second share a folder name)
+    leftovers = [name for name in os.listdir(killed_folder / "checkpoints") if name != "last.ckpt"]
+    assert all(name.startswith(".last.ckpt.tmp-") for name in leftovers), leftovers  # never loaded
+
+
+class NoisyViews(RepresentationLearning):
+    """The representation task with Gaussian noise on its views: training that draws from the global RNG."""
+
+    def training_step(self, batch, batch_idx):
+        view_a, view_b = batch
+        return super().training_step((view_a + 0.1 * torch.randn_like(view_a), view_b), batch_idx)
+
+
+def fit_noisy(run_folder: Path, max_steps: int, keep_random_state: bool, ckpt_path: str | None = None) -> dict:
+    seed_everything(0)
+    encoder = {"dim": 32, "num_couplings": 2, "hidden_dims": [16], "init_std": 1.0e-4}
+    task = NoisyViews(RealNVP(**encoder, seed=0), RealNVP(**encoder, seed=1), BilinearCritic(32, 32), lr=1e-3)
+    callbacks = [ModelCheckpoint(run_folder / "checkpoints", every_n_train_steps=1, save_last=True, save_top_k=0)]
+    trainer = Trainer(
+        max_steps=max_steps,
+        callbacks=callbacks + ([RandomState()] if keep_random_state else []),
+        plugins=[AtomicCheckpointIO()],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+    )
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=64), ckpt_path=ckpt_path)
+    return task.state_dict()
+
+
+def test_random_state_makes_a_noisy_resume_exact(tmp_path):
+    reference = fit_noisy(tmp_path / "reference", 6, keep_random_state=True)
+    for keep_random_state in (True, False):
+        run = tmp_path / f"resumed_{keep_random_state}"
+        fit_noisy(run, 3, keep_random_state)
+        resumed = fit_noisy(run, 6, keep_random_state, ckpt_path=str(find_last_checkpoint(run)))
+        same = all(torch.equal(resumed[name], weight) for name, weight in reference.items())
+        assert same == keep_random_state  # without RandomState the noise after the resume differs
+
+
+def test_resumable_loader_continues_where_the_state_says():
+    dataset = TensorDataset(torch.arange(40.0))
+    loader = ResumableDataLoader(dataset, batch_size=4, seed=7)
+    loader.sampler.set_epoch(2)
+    full_epoch = [batch[0].tolist() for batch in loader]
+    assert sorted(sum(full_epoch, [])) == list(range(40)) and len(full_epoch) == 10
+    iterator = iter(loader)
+    first = [next(iterator)[0].tolist() for _ in range(3)]
+    state = loader.state_dict()
+    assert state == {"seed": 7, "epoch": 2, "batches_done": 3}
+    resumed = ResumableDataLoader(dataset, batch_size=4)  # another seed, until the state comes back
+    resumed.load_state_dict(state)
+    assert first + [batch[0].tolist() for batch in resumed] == full_epoch
+    assert [batch[0].tolist() for batch in resumed] == full_epoch  # the next pass starts the epoch over
+    resumed.sampler.set_epoch(3)
+    assert [batch[0].tolist() for batch in resumed] != full_epoch
+
+
+def test_resumable_loader_takes_lightnings_distributed_sampler():
+    dataset = TensorDataset(torch.arange(20.0))
+    sampler = DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=True, seed=0)
+    loader = _update_dataloader(ResumableDataLoader(dataset, batch_size=4, seed=3), sampler)
+    assert isinstance(loader, ResumableDataLoader) and loader.sampler is sampler and loader.seed == 3
+    assert len(sum([batch[0].tolist() for batch in loader], [])) == 8  # 10 of 20 per rank, last batch dropped
