@@ -15,6 +15,15 @@ import torch
 os.environ["WANDB_MODE"] = "disabled"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """One torch thread for the whole suite: its many small ops only lose to thread overhead on 2 shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def seed() -> int:
     """Seed torch (and Lightning's seeding reads the same generator) before every test."""

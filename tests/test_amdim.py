@@ -12,15 +12,6 @@ from pdrl.heads import MultiLocationCritic
 from pdrl.nets.amdim import AMDIMEncoder, GlobalBatchNorm2d
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: these tests run many small ops, which extra threads only slow down on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_encoder_gives_1x1_5x5_7x7_embeddings() -> None:
     torch.manual_seed(0)
     encoder = AMDIMEncoder(ndf=4, n_rkhs=16, depth=2)

@@ -10,15 +10,6 @@ from pdrl.data.augment import CIFAR10_MEAN, CIFAR10_STD, PairAugmentation, grays
 NO_COLOUR = dict(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, jitter_prob=0.0, grayscale_prob=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: these tests run many small ops, which extra threads only slow down on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def images(n: int = 16, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, 32, 32), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
 

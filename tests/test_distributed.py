@@ -45,15 +45,6 @@ CASES = {name: (name, {}) for name in OBJECTIVES} | {
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: these tests run many small ops, which extra threads only slow down on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class PairModel(nn.Module):
     """Two tiny encoders and a bilinear critic: ``scores = F(x) W G(y)^T``, columns gathered over ranks."""
 

@@ -1,5 +1,8 @@
 """LightningDataModules and view makers."""
 
+from pdrl.data.augment import PairAugmentation
+from pdrl.data.gaussian_grid import GaussianGridDataModule
+from pdrl.data.gaussians import GaussianMIDataModule, MIStaircase
 from pdrl.data.images import (
     CIFAR10DataModule,
     DigitsDataModule,
@@ -8,12 +11,23 @@ from pdrl.data.images import (
     ImageFolderDataModule,
     MNISTDataModule,
 )
+from pdrl.data.resumable import ResumableDataLoader
+from pdrl.data.whole_images import WholeImageDataModule
+from pdrl.data.word_vectors import WordVectorDataModule, WordVectorFileError
 
 __all__ = [
     "CIFAR10DataModule",
     "DigitsDataModule",
     "FashionMNISTDataModule",
+    "GaussianGridDataModule",
+    "GaussianMIDataModule",
     "HalfImageDataModule",
     "ImageFolderDataModule",
+    "MIStaircase",
     "MNISTDataModule",
+    "PairAugmentation",
+    "ResumableDataLoader",
+    "WholeImageDataModule",
+    "WordVectorDataModule",
+    "WordVectorFileError",
 ]

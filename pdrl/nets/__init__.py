@@ -1,5 +1,7 @@
-"""Encoders: MLPs here; RealNVP (shallow task) and AMDIM-style (deep task) in their own modules."""
+"""Encoders: MLPs, RealNVP (shallow task) and the AMDIM-style encoder (deep task)."""
 
+from pdrl.nets.amdim import AMDIMEncoder, GlobalBatchNorm2d
 from pdrl.nets.mlp import MLP
+from pdrl.nets.realnvp import RealNVP
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "AMDIMEncoder", "GlobalBatchNorm2d", "RealNVP"]

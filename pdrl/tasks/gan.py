@@ -154,11 +154,6 @@ class GAN(LightningModule):
         self.manual_backward(generator_loss)
         generator_optimizer.step()
 
-        if not torch.isfinite(generator_loss) or not torch.isfinite(discriminator_loss):
-            raise FloatingPointError(
-                f"GAN losses turned non-finite at step {self.global_step} (discriminator {discriminator_loss.item()}, "
-                f"generator {generator_loss.item()}); lower lr or beta."
-            )
         self.log("train/discriminator_loss", discriminator_loss, prog_bar=True)
         self.log("train/generator_loss", adversarial_loss, prog_bar=True)
 
