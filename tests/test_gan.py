@@ -103,7 +103,7 @@ def test_config_trains_a_few_steps(tmp_path, config, extra):
         [
             "--config", config, "--trainer.max_steps", "12", "--data.batches_per_epoch", "3",
             "--data.batch_size", "32", "--data.num_eval_samples", "200", "--model.hidden_dims", "[32, 32]",
-            "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
+            "--trainer.logger", "false",
             "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path), *extra,
         ]
     )  # fmt: skip

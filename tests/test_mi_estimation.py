@@ -84,8 +84,6 @@ def test_configs_fit_end_to_end(config, tmp_path, monkeypatch):
             "[2.0, 4.0]",
             "--model.init_args.hidden_dims",
             "[16]",
-            "--trainer.enable_checkpointing",
-            "false",
         ]
     )
     assert cli.trainer.global_step == 10

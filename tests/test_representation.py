@@ -49,14 +49,10 @@ def test_realnvp_is_invertible_volume_preserving_and_starts_near_a_permutation()
         near_identity(torch.zeros(2, 7))
 
 
-def test_task_rejects_unknown_objective_and_non_finite_loss():
+def test_task_rejects_unknown_objective():
+    # a non-finite loss is the FiniteGuard's to stop or skip: tests/test_faults.py
     with pytest.raises(ValueError, match="Unknown objective 'cpcc'"):
         RepresentationLearning(torch.nn.Identity(), torch.nn.Identity(), SeparableCritic(), objective="cpcc")
-    task = RepresentationLearning(torch.nn.Identity(), torch.nn.Identity(), SeparableCritic(), objective="cpc")
-    views = torch.randn(4, 3)
-    views[0, 0] = float("nan")
-    with pytest.raises(FloatingPointError, match="loss became nan"):
-        task.training_step((views, views), 0)
 
 
 def test_quickstart_digits_runs_with_wandb_disabled_and_prints_the_probe(tmp_path, capsys):
@@ -108,10 +104,10 @@ def test_resume_continues_the_same_run(tmp_path):
     assert [entry["step"] for entry in history] == [2, 3]
     logged = yaml.safe_load((Path(first.trainer.logger.log_dir) / "hparams.yaml").read_text())
     assert logged["model"]["init_args"]["objective"] == "pcc"  # the resolved config reached the logger
-    checkpoint = first.trainer.checkpoint_callback.best_model_path
-    assert checkpoint.endswith("step=3.ckpt")
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"  # the config's ModelCheckpoint saves it at the end
+    assert torch.load(checkpoint, weights_only=False)["global_step"] == 3
 
-    second = main([*common, "--trainer.max_steps", "5", "--ckpt_path", checkpoint])
+    second = main([*common, "--trainer.max_steps", "5", "--ckpt_path", str(checkpoint)])
     assert second.trainer.global_step == 5
     resumed = probe_of(second)
     assert resumed.history[:2] == history  # restored from the checkpoint, not recomputed

@@ -65,7 +65,7 @@ def test_config_trains_on_generated_files_and_beats_chance(tmp_path, vector_file
             *(["--model.objective_args", "{}"] if objective == "drfc" else []),
             "--trainer.max_epochs", str(epochs), "--trainer.check_val_every_n_epoch", str(epochs),
             "--trainer.num_sanity_val_steps", "0", "--trainer.logger", "false",
-            "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_progress_bar", "false",
             "--trainer.default_root_dir", str(tmp_path),
         ]
     )  # fmt: skip
