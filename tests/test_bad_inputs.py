@@ -167,3 +167,27 @@ def test_real_process_exit_status_and_single_line(tmp_path):
             finished.stderr
         )
         assert "Traceback" not in finished.stderr
+
+
+@pytest.mark.parametrize(
+    ("audio_text", "expected"),
+    [
+        ("3 4\nalpha 1 2 3 4\nbeta 1 2 x 4\ngamma 1 2 3 4\n", "audio.vec, line 3"),
+        ("3 4\nalpha 1 2 3 4\nbeta 1 2 3\ngamma 1 2 3 4\n", "audio.vec, line 3"),
+    ],
+    ids=["malformed word-vector value", "word-vector dimension mismatch"],
+)
+def test_malformed_word_vector_file_ends_in_one_line(tmp_path, capsys, audio_text, expected):
+    from pdrl.data.word_vectors import synthetic_word_vectors, write_word_vectors
+
+    audio_path, text_path = tmp_path / "audio.vec", tmp_path / "text.vec"
+    audio_path.write_text(audio_text)
+    _, _, text = synthetic_word_vectors(3, 4, noise=0.1, seed=0)
+    write_word_vectors(text_path, ["alpha", "beta", "gamma"], text)
+    arguments = ["--config", "configs/retrieval.yaml", "--data.audio_path", str(audio_path),
+                 "--data.text_path", str(text_path), "--trainer.logger", "false",
+                 "--trainer.default_root_dir", str(tmp_path / "run")]  # fmt: skip
+    status = run_command(fit.main, arguments)
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert status == 2 and error.startswith("pdrl: error: ") and expected in error, error
+    assert_nothing_to_resume(tmp_path)
