@@ -90,3 +90,18 @@ def max_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
     result = tensor.detach().clone()
     dist.all_reduce(result, op=dist.ReduceOp.MAX)
     return result
+
+
+@torch.no_grad()
+def gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` from every rank along dim 0, without gradient (rank r's rows at ``[r*n, (r+1)*n)``).
+
+    For state that every rank must hold identically, such as a queue of past keys. Every rank must pass the
+    same shape; identity on one process.
+    """
+    if not is_distributed():
+        return tensor.detach()
+    tensor = tensor.detach().contiguous()
+    gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, tensor)
+    return torch.cat(gathered, dim=0)

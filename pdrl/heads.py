@@ -4,6 +4,13 @@ Every head takes ``(a, b)`` of shapes ``(n, d_a)`` and ``(n, d_b)`` and returns 
 joint pairs on the diagonal. With ``gather_distributed=True`` the ``b`` side is gathered from every rank
 with gradients first, so m = world_size * n and each row is scored against the whole global batch
 (the positive of local row i at column rank * n + i, which the losses find on their own).
+
+Two more matrices serve self-supervised code, each with its layout from ``pdrl.losses``:
+
+- ``critic.two_view(view_a, view_b)``: SimCLR's (2n, 2n) matrix of both views against both views, for
+  ``TwoViewLayout()`` (with ``CosineCritic`` and ``CPCLoss`` this is NT-Xent);
+- ``critic.with_queue(queries, keys, queue)``: MoCo's (n, n + K) matrix of queries against the batch's keys
+  and a ``KeyQueue`` of K past keys, for ``QueueLayout(K)``.
 ``MultiLocationCritic`` (AMDIM) scores vectors against feature maps and returns one such matrix per
 location, ``(n, m, L)``.
 """
@@ -15,9 +22,11 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pdrl import distributed
+from pdrl.losses.layouts import QueueLayout
 from pdrl.nets.mlp import MLP, constrain
 
 
@@ -40,25 +49,91 @@ class _Critic(nn.Module, abc.ABC):
     def score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """The (n, m) score matrix of local rows ``a`` against (possibly gathered) columns ``b``."""
 
+    def two_view(self, view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:
+        """Both views against both views, for ``TwoViewLayout()``: ``(2n, 2n)``, or ``(2n, world * 2n)`` gathered.
+
+        Rows are ``[view_a; view_b]``; the columns are the same rows (of every rank, in rank order, with
+        gradients, when ``gather_distributed``). Entry (i, i+n) is the positive of item i; the self-pairs are
+        computed but the layout ignores them.
+        """
+        if view_a.dim() != 2 or view_a.shape != view_b.shape:
+            raise ValueError(
+                f"{type(self).__name__}.two_view needs two (n, d) embedding batches of the same shape, "
+                f"got {tuple(view_a.shape)} and {tuple(view_b.shape)}."
+            )
+        rows = torch.cat([view_a, view_b])
+        columns = distributed.gather_with_grad(rows) if self.gather_distributed else rows
+        return self.score(rows, columns)
+
+    def with_queue(self, queries: torch.Tensor, keys: torch.Tensor, queue: KeyQueue | torch.Tensor) -> torch.Tensor:
+        """Queries against the batch's keys and a queue of K past keys, for ``QueueLayout(K)``.
+
+        Columns are ``[keys; queue]``: the n keys (of every rank, in rank order, with gradients, when
+        ``gather_distributed``), then the K queued keys (a ``KeyQueue`` or a ``(K, d)`` tensor, no gradient).
+        Returns ``(n, n + K)``, or ``(n, world * n + K)`` gathered; the positive of query i is column
+        ``rank * n + i``.
+        """
+        if queries.dim() != 2 or queries.shape[0] != keys.shape[0] or keys.dim() != 2:
+            raise ValueError(
+                f"{type(self).__name__}.with_queue needs (n, d) queries and keys of the same n, "
+                f"got {tuple(queries.shape)} and {tuple(keys.shape)}."
+            )
+        queued = queue.keys if isinstance(queue, KeyQueue) else queue
+        if queued.dim() != 2 or queued.shape[1] != keys.shape[1]:
+            raise ValueError(
+                f"the queue holds keys of shape {tuple(queued.shape)}, which do not match keys {tuple(keys.shape)}: "
+                "build KeyQueue(size, dim) with dim the key embedding size."
+            )
+        columns = distributed.gather_with_grad(keys) if self.gather_distributed else keys
+        return self.score(queries, torch.cat([columns, queued.detach().to(columns.dtype)]))
+
 
 class SeparableCritic(_Critic):
     """Inner product of the embeddings (the encoders carry all parameters)::
 
-        scores = a @ b.T / temperature
+        scores = a @ b.T / temperature                                   (normalize=False)
+        scores = (a / |a|) @ (b / |b|).T / temperature                   (normalize=True: cosine similarity)
 
     Args:
         temperature: divides the scores (> 0); 1 leaves them as they are.
         gather_distributed: score against the ``b`` embeddings of every rank.
+        normalize: L2-normalise both embeddings first, so the scores are cosines over the temperature.
     """
 
-    def __init__(self, temperature: float = 1.0, gather_distributed: bool = False) -> None:
+    def __init__(self, temperature: float = 1.0, gather_distributed: bool = False, normalize: bool = False) -> None:
         super().__init__(gather_distributed)
         if not temperature > 0:
-            raise ValueError(f"SeparableCritic(temperature={temperature}) must be > 0.")
-        self.temperature = float(temperature)
+            raise ValueError(f"{type(self).__name__}(temperature={temperature}) must be > 0, e.g. 0.1.")
+        if not isinstance(normalize, bool):
+            raise TypeError(f"{type(self).__name__}(normalize=...) must be True or False, got {normalize!r}.")
+        self.temperature, self.normalize = float(temperature), normalize
 
     def score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.normalize:
+            a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
         return a @ b.T / self.temperature
+
+
+class CosineCritic(SeparableCritic):
+    """Cosine similarity over a temperature, SimCLR's and MoCo's critic: ``SeparableCritic(normalize=True)``::
+
+        scores = (a / |a|) @ (b / |b|).T / temperature
+
+    Scores lie in ``[-1/temperature, 1/temperature]``.
+
+    Args:
+        temperature: > 0; SimCLR uses 0.1 to 0.5, MoCo 0.07 to 0.2.
+        gather_distributed: score against the embeddings of every rank.
+
+    Example::
+
+        critic = CosineCritic(temperature=0.1)
+        scores = critic.two_view(encoder(view_a), encoder(view_b))          # (2n, 2n)
+        loss = CPCLoss(cross_entropy=True)(scores, TwoViewLayout())        # SimCLR's NT-Xent
+    """
+
+    def __init__(self, temperature: float = 0.1, gather_distributed: bool = False) -> None:
+        super().__init__(temperature, gather_distributed, normalize=True)
 
 
 class BilinearCritic(_Critic):
@@ -150,3 +225,65 @@ class MultiLocationCritic(nn.Module):
         if self.clip is not None:
             scores = self.clip * torch.tanh(scores / self.clip)
         return scores
+
+
+class KeyQueue(nn.Module):
+    """MoCo's dictionary: a first-in first-out queue of the last ``size`` keys, saved in checkpoints.
+
+    The keys live in registered buffers (``keys_buffer``, ``pointer``, ``count``), so ``state_dict`` and a
+    Lightning checkpoint carry the queue and a resumed run continues with it. ``enqueue`` gathers the keys of
+    every rank in rank order (without gradient) before writing them, so every rank holds the same queue, the
+    one a single process on the whole batch would hold. The queue starts empty and fills up; score before
+    you enqueue, and take the layout's K from the queue at that moment.
+
+    Args:
+        size: K, the most keys held (MoCo: 4096 to 65536).
+        dim: the key embedding size.
+
+    Example::
+
+        queue = KeyQueue(size=4096, dim=128)
+        queries, keys = encoder(view_a), momentum_encoder(view_b).detach()
+        scores = critic.with_queue(queries, keys, queue)        # (n, n + len(queue))
+        loss = CPCLoss()(scores, queue.layout())                # or PCCLoss(), DRFCLoss(), ...
+        queue.enqueue(keys)
+    """
+
+    keys_buffer: torch.Tensor
+    pointer: torch.Tensor
+    count: torch.Tensor
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        for name, value in (("size", size), ("dim", dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"KeyQueue({name}={value!r}) must be an int >= 1.")
+        self.size, self.dim = size, dim
+        self.register_buffer("keys_buffer", torch.zeros(size, dim))
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    def __len__(self) -> int:
+        return int(self.count)
+
+    @property
+    def keys(self) -> torch.Tensor:
+        """The queued keys, oldest first, ``(len(self), dim)``."""
+        if len(self) < self.size:
+            return self.keys_buffer[: len(self)]
+        return torch.roll(self.keys_buffer, -int(self.pointer), dims=0)
+
+    def layout(self, batch_negatives: bool = True) -> QueueLayout:
+        """The ``QueueLayout`` of a matrix scored against this queue as it is now (call before ``enqueue``)."""
+        return QueueLayout(len(self), batch_negatives=batch_negatives)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Append the ``(n, dim)`` keys of every rank (rank order), dropping the oldest beyond ``size``."""
+        if keys.dim() != 2 or keys.shape[1] != self.dim:
+            raise ValueError(f"KeyQueue(dim={self.dim}).enqueue needs (n, {self.dim}) keys, got {tuple(keys.shape)}.")
+        keys = distributed.gather(keys)[-self.size :].to(self.keys_buffer)
+        rows = (int(self.pointer) + torch.arange(len(keys), device=self.keys_buffer.device)) % self.size
+        self.keys_buffer[rows] = keys
+        self.pointer.fill_((int(self.pointer) + len(keys)) % self.size)
+        self.count.fill_(min(int(self.count) + len(keys), self.size))

@@ -1,9 +1,12 @@
 """The score-matrix convention shared by every objective, and the base class of the losses.
 
-A critic scores every pair of a batch: ``scores[i, j] = critic(x_i, y_j)``. On one process the matrix
-is n x n and the positive (joint) pair of row i is column i. When the columns were gathered from
-every rank (``pdrl.distributed.gather_with_grad``) the matrix is n x (world_size * n) and the positive
-of local row i sits at column ``rank * n + i``. All the other entries are samples of P(X)P(Y).
+A critic scores pairs: ``scores[i, j] = critic(x_i, y_j)``. A *layout* (``pdrl.losses.layouts``) says
+which entry of each row is its positive (joint) pair, which entries are excluded, and how many marginal
+candidates a row has. The default, ``PairedLayout()``, is one positive per row: an n x n matrix with
+joint pairs on the diagonal, or n x (world_size * n) when the columns were gathered from every rank
+(``pdrl.distributed.gather_with_grad``), the positive of local row i at column ``rank * n + i``.
+``TwoViewLayout()`` is SimCLR's 2N x 2N matrix and ``QueueLayout(K)`` MoCo's queue of past keys. All the
+marginal entries are samples of P(X)P(Y).
 
 Every mean below is taken over the *global* batch (summed over ranks with a differentiable
 all-reduce), so a loss computed on 2 ranks with half the batch each equals, value and gradient, the loss
@@ -20,6 +23,7 @@ import torch
 from torch import nn
 
 from pdrl import distributed
+from pdrl.losses.layouts import Layout, PairedLayout
 
 
 def exp_linear_above(z: torch.Tensor, limit: float = 10.0) -> torch.Tensor:
@@ -35,35 +39,53 @@ def exp_linear_above(z: torch.Tensor, limit: float = 10.0) -> torch.Tensor:
 
 
 class ScoreMatrix:
-    """Joint/marginal bookkeeping for one score matrix, with means over the global batch.
+    """Joint/marginal bookkeeping for one score matrix in a layout, with means over the global batch.
 
     Args:
-        scores: ``(n, m)`` with ``m == n`` (local) or ``m == world_size * n`` (gathered columns).
+        scores: ``(n, m)`` critic values.
+        layout: where the positives sit (``pdrl.losses.layouts``); ``PairedLayout()`` when None, which
+            takes ``(n, n)`` or ``(n, world_size * n)`` with gathered columns.
+
+    Entries the layout excludes (SimCLR's self-pairs) take no part in any mean: their values are replaced
+    by 0 here, so they get no gradient whatever the critic put there.
     """
 
-    def __init__(self, scores: torch.Tensor) -> None:
+    def __init__(self, scores: torch.Tensor, layout: Layout | None = None) -> None:
         if scores.dim() != 2:
             raise ValueError(f"scores must be a 2-D (n, m) matrix of critic values, got shape {tuple(scores.shape)}.")
-        n_rows, n_cols = scores.shape
-        world = distributed.world_size()
-        if n_cols == n_rows:
-            self.offset, self.synced = 0, False
-        elif distributed.is_distributed() and n_cols == world * n_rows:
-            self.offset, self.synced = distributed.rank() * n_rows, True
-        else:
-            raise ValueError(
-                f"scores of shape {tuple(scores.shape)} fit no layout: expected (n, n), or (n, world_size * n) "
-                f"with columns gathered from every rank (world_size is {world})."
+        if layout is not None and not isinstance(layout, Layout):
+            raise TypeError(
+                "layout must be a pdrl.losses layout (PairedLayout(), TwoViewLayout() or QueueLayout(K)), "
+                f"got {layout!r}."
             )
-        if n_cols < 2:
-            raise ValueError("scores need a batch of at least 2 pairs to have any marginal (off-diagonal) pair.")
-        self.scores = scores if scores.dtype == torch.float64 else scores.float()
+        self.layout = layout if layout is not None else PairedLayout()
+        n_rows, n_cols = scores.shape
+        placement = self.layout.place(n_rows, n_cols, scores.device)
+        if placement.n_negatives < 1:
+            raise ValueError(
+                f"scores of shape {tuple(scores.shape)} in {self.layout!r} have no marginal (negative) pair: "
+                "a batch needs at least 2 pairs (or a non-empty queue)."
+            )
+        scores = scores if scores.dtype == torch.float64 else scores.float()
+        self.excluded_mask = placement.excluded
+        if placement.excluded is not None:
+            scores = scores.masked_fill(placement.excluded, 0.0)
+        self.scores = scores
         self.n_rows, self.n_cols = n_rows, n_cols
-        self.n_total_rows = n_rows * (world if self.synced else 1)
-        columns = torch.arange(n_rows, device=scores.device) + self.offset
+        self.synced, self.n_total_rows = placement.synced, placement.n_total_rows
+        self.n_negatives = placement.n_negatives
+        rows = torch.arange(n_rows, device=scores.device)
         self.positive_mask = torch.zeros_like(self.scores, dtype=torch.bool)
-        self.positive_mask[torch.arange(n_rows, device=scores.device), columns] = True
-        self.joint = self.scores[torch.arange(n_rows, device=scores.device), columns]
+        self.positive_mask[rows, placement.positive_columns] = True
+        self.marginal_mask = ~self.positive_mask
+        if placement.excluded is not None:
+            self.marginal_mask &= ~placement.excluded
+        self.joint = self.scores[rows, placement.positive_columns]
+
+    @property
+    def n_candidates(self) -> int:
+        """Candidates per row, the joint one included (the m of CPC's ``log m``)."""
+        return self.n_negatives + 1
 
     @property
     def n_joint(self) -> int:
@@ -72,8 +94,8 @@ class ScoreMatrix:
 
     @property
     def n_marginal(self) -> int:
-        """Number of marginal (off-diagonal) pairs in the global batch."""
-        return self.n_total_rows * (self.n_cols - 1)
+        """Number of marginal pairs in the global batch."""
+        return self.n_total_rows * self.n_negatives
 
     def _global_sum(self, value: torch.Tensor) -> torch.Tensor:
         return distributed.sum_over_ranks(value) if self.synced else value
@@ -83,41 +105,46 @@ class ScoreMatrix:
         return self._global_sum(values.sum()) / self.n_joint
 
     def marginal_mean(self, values: torch.Tensor) -> torch.Tensor:
-        """Mean of an ``(n, m)`` matrix of ``values`` over the marginal (off-diagonal) entries."""
-        return self._global_sum(values.masked_fill(self.positive_mask, 0.0).sum()) / self.n_marginal
+        """Mean of an ``(n, m)`` matrix of ``values`` over the marginal entries."""
+        return self._global_sum(values.masked_fill(~self.marginal_mask, 0.0).sum()) / self.n_marginal
 
     def all_pairs_mean(self, values: torch.Tensor) -> torch.Tensor:
-        """Mean of an ``(n, m)`` matrix of ``values`` over every entry of the global matrix."""
-        return self._global_sum(values.sum()) / (self.n_total_rows * self.n_cols)
+        """Mean of an ``(n, m)`` matrix of ``values`` over every joint and marginal entry of the global matrix."""
+        if self.excluded_mask is not None:
+            values = values.masked_fill(self.excluded_mask, 0.0)
+        return self._global_sum(values.sum()) / (self.n_total_rows * self.n_candidates)
 
     def marginal_logmeanexp(self, values: torch.Tensor) -> torch.Tensor:
         """``log mean exp`` of ``values`` over the marginal entries, stable and global over ranks."""
-        masked = values.masked_fill(self.positive_mask, -math.inf)
+        masked = values.masked_fill(~self.marginal_mask, -math.inf)
         shift = distributed.max_over_ranks(masked.detach().amax()) if self.synced else masked.detach().amax()
         total = self._global_sum(torch.exp(masked - shift).sum())
         return shift + torch.log(total) - math.log(self.n_marginal)
 
     def row_logsumexp(self, values: torch.Tensor) -> torch.Tensor:
-        """``logsumexp_j values[i, j]`` per row, over all columns (joint included)."""
+        """``logsumexp_j values[i, j]`` per row, over the row's candidates (joint included, excluded entries not)."""
+        if self.excluded_mask is not None:
+            values = values.masked_fill(self.excluded_mask, -math.inf)
         return torch.logsumexp(values, dim=1)
 
 
 class DependencyLoss(nn.Module, abc.ABC):
-    """Base class: a training loss, an MI readout and a pointwise log-PD from one score matrix.
+    """Base class: a training loss, an MI readout and a pointwise log-PD from a score matrix and its layout.
 
     Subclasses implement ``objective`` (the quantity maximised in training), ``mi_readout`` and
     ``log_pd``; ``forward`` returns ``-objective``. ``scores_from_log_pd`` is the inverse map of
     ``log_pd``: it gives the critic output at which the loss is optimal when the true log-PD is known.
+    Every method takes an optional ``layout`` (``PairedLayout()`` when None).
     """
 
-    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+    def forward(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         """Loss to minimise (a scalar): the negative training objective."""
-        return -self.objective(ScoreMatrix(scores))
+        return -self.objective(ScoreMatrix(scores, layout))
 
     @torch.no_grad()
-    def mi(self, scores: torch.Tensor) -> torch.Tensor:
+    def mi(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         """The MI readout in nats (a scalar without gradient)."""
-        return self.mi_readout(ScoreMatrix(scores.detach()))
+        return self.mi_readout(ScoreMatrix(scores.detach(), layout))
 
     @abc.abstractmethod
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
@@ -127,10 +154,10 @@ class DependencyLoss(nn.Module, abc.ABC):
     def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
         """The MI estimate in nats on the global batch."""
 
-    def log_pd(self, scores: torch.Tensor) -> torch.Tensor:
+    def log_pd(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         """Pointwise log-PD, log p(x,y) / (p(x)p(y)), estimated from each score (same shape)."""
         return scores
 
-    def scores_from_log_pd(self, log_pd: torch.Tensor) -> torch.Tensor:
+    def scores_from_log_pd(self, log_pd: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         """The critic output that this loss learns at its optimum for a given true log-PD."""
         return log_pd

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pdrl.losses.base import DependencyLoss, ScoreMatrix, exp_linear_above
+from pdrl.losses.base import DependencyLoss, Layout, ScoreMatrix, exp_linear_above
 
 
 class DensityMatchingLagrangianLoss(DependencyLoss):
@@ -55,8 +55,8 @@ class DensityMatchingPenaltyLoss(DependencyLoss):
     def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
         return matrix.joint_mean(matrix.joint) - self.offset
 
-    def log_pd(self, scores: torch.Tensor) -> torch.Tensor:
+    def log_pd(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         return scores - self.offset
 
-    def scores_from_log_pd(self, log_pd: torch.Tensor) -> torch.Tensor:
+    def scores_from_log_pd(self, log_pd: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         return log_pd + self.offset

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pdrl.losses.base import DependencyLoss, ScoreMatrix, exp_linear_above
+from pdrl.losses.base import DependencyLoss, Layout, ScoreMatrix, exp_linear_above
 
 FORMS = ("dv", "nwj")
 PARTITION_GRADIENTS = ("full", "blocked")
@@ -57,8 +57,8 @@ class MICELoss(DependencyLoss):
         with torch.no_grad():
             return self.objective(matrix)
 
-    def log_pd(self, scores: torch.Tensor) -> torch.Tensor:
+    def log_pd(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         return scores - 1.0 if self.form == "nwj" else scores
 
-    def scores_from_log_pd(self, log_pd: torch.Tensor) -> torch.Tensor:
+    def scores_from_log_pd(self, log_pd: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         return log_pd + 1.0 if self.form == "nwj" else log_pd

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from pdrl.losses.base import DependencyLoss, ScoreMatrix
+from pdrl.losses.base import DependencyLoss, Layout, ScoreMatrix
 
 READOUTS = ("plugin", "self_normalized")
 
@@ -58,13 +58,13 @@ class DRFCLoss(DependencyLoss):
         log_ratio = self.log_pd(matrix.scores)
         return plugin - matrix.marginal_logmeanexp(log_ratio)
 
-    def log_pd(self, scores: torch.Tensor) -> torch.Tensor:
+    def log_pd(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         scores = scores.float() if scores.dtype != torch.float64 else scores
         if self.alpha == 0.0:
             return torch.log(scores.clamp(min=self.eps))
         relative = scores.clamp(min=self.eps, max=(1.0 - self.eps) / self.alpha)
         return math.log1p(-self.alpha) + torch.log(relative) - torch.log1p(-self.alpha * relative)
 
-    def scores_from_log_pd(self, log_pd: torch.Tensor) -> torch.Tensor:
+    def scores_from_log_pd(self, log_pd: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         ratio = torch.exp(log_pd)
         return ratio / (self.alpha * ratio + 1.0 - self.alpha)

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pdrl.losses.base import DependencyLoss, ScoreMatrix, exp_linear_above
+from pdrl.losses.base import DependencyLoss, Layout, ScoreMatrix, exp_linear_above
 
 
 def js_objective(matrix: ScoreMatrix) -> torch.Tensor:
@@ -35,10 +35,10 @@ class NWJLoss(DependencyLoss):
     def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
         return self.objective(matrix)
 
-    def log_pd(self, scores: torch.Tensor) -> torch.Tensor:
+    def log_pd(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         return scores - 1.0
 
-    def scores_from_log_pd(self, log_pd: torch.Tensor) -> torch.Tensor:
+    def scores_from_log_pd(self, log_pd: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         return log_pd + 1.0
 
 
