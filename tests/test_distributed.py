@@ -6,6 +6,9 @@ references are computed here, in the pytest process, without any process group:
 - every objective of ``pdrl.losses.OBJECTIVES`` (and a few options): loss value, MI readout and parameter
   gradients (after DDP averaging) of a tiny encoder + bilinear critic with ``gather_distributed=True``, on two
   successive batches (so that MINE's moving average is used, and its buffer must agree too);
+- the same for SimCLR's two-view layout and MoCo's queue layout (with and without the batch's other keys as
+  negatives) on a cosine critic, every objective; for the queue also the ``KeyQueue`` contents after every
+  enqueue, which must be the queue of the whole batch on every rank;
 - one optimiser step of ``DeepRepresentation`` (augmentation, encoder with its global-batch batch norm,
   multi-location critic, penalty, probe, Adam): every parameter and batch-norm statistic after the step;
 - the online probe's validation accuracy (torchmetrics state sync) on an uneven split, 4 + 3 images.
@@ -23,14 +26,16 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pdrl.heads import BilinearCritic
-from pdrl.losses import OBJECTIVES, build_objective
+from pdrl.heads import BilinearCritic, CosineCritic, KeyQueue
+from pdrl.losses import OBJECTIVES, TwoViewLayout, build_objective
 from pdrl.tasks.deep_representation import DeepRepresentation
 
 WORLD_SIZE = 2
 BATCH = 8  # global batch; 4 per rank
 N_BATCHES = 2
 VALIDATION_SPLIT = (4, 3)  # uneven, as an unpadded distributed sampler gives
+QUEUE_SIZE = 10  # warm-up 8 keys, then 8 more per batch: the second enqueue wraps around
+SSL_LAYOUTS = ("two_view", "queue", "queue_only")
 DEEP_ARGS = dict(ndf=4, n_rkhs=16, depth=1, batch_norm=True, warmup_steps=0, num_classes=3)
 # every registry name with its defaults, plus the options that change what is averaged or normalised
 CASES = {name: (name, {}) for name in OBJECTIVES} | {
@@ -96,6 +101,53 @@ def objective_run(case: str, rows: slice) -> dict[str, list]:
     return result
 
 
+class SSLModel(nn.Module):
+    """Query and key encoders and a cosine critic gathering over ranks, for the two-view and queue layouts."""
+
+    def __init__(self, with_key_encoder: bool) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 4))
+        if with_key_encoder:
+            self.key_encoder = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 4))
+        self.critic = CosineCritic(temperature=0.5, gather_distributed=True)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, queue: KeyQueue | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if queue is None:  # SimCLR: one encoder, both views anchors
+            return self.critic.two_view(self.encoder(x), self.encoder(y)), x.new_empty(0)
+        keys = self.key_encoder(y)
+        return self.critic.with_queue(self.encoder(x), keys, queue), keys
+
+
+def ssl_run(case: str, layout_name: str, rows: slice) -> dict[str, list]:
+    """Like ``objective_run`` on SimCLR's or MoCo's layout; also the queue's keys after every enqueue."""
+    torch.manual_seed(0)
+    model = SSLModel(with_key_encoder=layout_name != "two_view").double()
+    name, kwargs = CASES[case]
+    objective = build_objective(name, **kwargs)
+    queue = None if layout_name == "two_view" else KeyQueue(QUEUE_SIZE, 4).double()  # outside DDP: no broadcast
+    if queue is not None:
+        warm_up = torch.randn(BATCH, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        with torch.no_grad():
+            queue.enqueue(model.key_encoder(warm_up[rows]))
+    if dist.is_initialized():
+        model = DistributedDataParallel(model)
+    result: dict[str, list] = {"loss": [], "mi": [], "grads": [], "buffers": [], "queue": []}
+    for x, y in make_pairs():
+        model.zero_grad()
+        scores, keys = model(x[rows], y[rows], queue)
+        layout = TwoViewLayout() if queue is None else queue.layout(batch_negatives=layout_name == "queue")
+        loss = objective(scores, layout)
+        loss.backward()
+        result["loss"].append(loss.detach())
+        result["mi"].append(objective.mi(scores, layout))
+        result["grads"].append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+        result["buffers"].append([b.clone() for b in objective.buffers()])
+        if queue is not None:
+            queue.enqueue(keys)
+            result["queue"].append(queue.keys.clone())
+    return result
+
+
 class TrainingStep(nn.Module):
     """Calls ``training_step`` in ``forward`` so that DDP sees it (as Lightning's own wrapper does)."""
 
@@ -147,6 +199,7 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         start = sum(VALIDATION_SPLIT[:rank])
         validation_rows = slice(start, start + VALIDATION_SPLIT[rank])
         results = {case: objective_run(case, rows) for case in CASES}
+        results["ssl"] = {(case, layout): ssl_run(case, layout, rows) for case in CASES for layout in SSL_LAYOUTS}
         results["deep"] = deep_run(rows, validation_rows)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -178,6 +231,27 @@ def test_objective_loss_and_gradients_match_one_process(ranks: list[dict], name:
                 torch.testing.assert_close(grad, expected, rtol=1e-7, atol=1e-9)
             for buffer, expected in zip(result[name]["buffers"][step], single["buffers"][step], strict=True):
                 torch.testing.assert_close(buffer, expected, rtol=1e-9, atol=1e-9, equal_nan=True)
+
+
+@pytest.mark.parametrize("layout", SSL_LAYOUTS)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_ssl_layouts_match_one_process(ranks: list[dict], name: str, layout: str) -> None:
+    single = ssl_run(name, layout, slice(None))
+    assert len(single["grads"][0]) == (4 if layout == "two_view" else 8)  # the key encoder gets gradients too
+    for result in ranks:
+        result = result["ssl"][name, layout]
+        for step in range(N_BATCHES):
+            torch.testing.assert_close(result["loss"][step], single["loss"][step], rtol=1e-9, atol=1e-9)
+            torch.testing.assert_close(result["mi"][step], single["mi"][step], rtol=1e-9, atol=1e-9)
+            assert len(result["grads"][step]) == len(single["grads"][step])
+            for grad, expected in zip(result["grads"][step], single["grads"][step], strict=True):
+                torch.testing.assert_close(grad, expected, rtol=1e-7, atol=1e-9)
+            for buffer, expected in zip(result["buffers"][step], single["buffers"][step], strict=True):
+                torch.testing.assert_close(buffer, expected, rtol=1e-9, atol=1e-9, equal_nan=True)
+        for keys, expected in zip(result["queue"], single["queue"], strict=True):
+            torch.testing.assert_close(keys, expected, rtol=0, atol=0)
+    if layout != "two_view":
+        assert [len(keys) for keys in single["queue"]] == [QUEUE_SIZE] * N_BATCHES
 
 
 def test_mine_moving_average_is_used(ranks: list[dict]) -> None:
