@@ -14,6 +14,13 @@ class DensityMatchingLagrangianLoss(DependencyLoss):
         J = E_P[f] - (E_Q[e^f] - 1)          readout E_P[f]          log-PD = f
 
     This is the NWJ objective shifted by one; its optimum is f = log-PD.
+
+    Example::
+
+        criterion = DensityMatchingLagrangianLoss()
+        loss = criterion(scores)                             # (n, n), positives on the diagonal
+        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
+        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
     """
 
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
@@ -36,6 +43,13 @@ class DensityMatchingPenaltyLoss(DependencyLoss):
 
     Args:
         eta: penalty weight (> 0); the paper uses 1.
+
+    Example::
+
+        criterion = DensityMatchingPenaltyLoss(eta=1.0)
+        loss = criterion(scores)                             # (n, n), positives on the diagonal
+        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
+        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
     """
 
     def __init__(self, eta: float = 1.0) -> None:

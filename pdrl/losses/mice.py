@@ -31,6 +31,13 @@ class MICELoss(DependencyLoss):
     Args:
         form: ``"dv"`` or ``"nwj"``.
         partition_gradient: ``"full"`` or ``"blocked"``.
+
+    Example::
+
+        criterion = MICELoss()              # with a spectrally normalised critic
+        loss = criterion(scores)                             # (n, n), positives on the diagonal
+        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
+        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
     """
 
     def __init__(self, form: str = "dv", partition_gradient: str = "full") -> None:

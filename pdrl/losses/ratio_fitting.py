@@ -34,6 +34,13 @@ class DRFCLoss(DependencyLoss):
         alpha: relative-ratio parameter in ``[0, 1)``; the PD code's deep SSL runs use 0.01.
         eps: the smallest ratio taken in a logarithm.
         readout: ``"plugin"`` or ``"self_normalized"``.
+
+    Example::
+
+        criterion = DRFCLoss(alpha=0.01)
+        loss = criterion(critic(embed_x(x), embed_y(y)))                          # (n, n), one positive per row
+        loss = criterion(CosineCritic(0.2).two_view(z_a, z_b), TwoViewLayout())  # SimCLR's 2N x 2N
+        ratio = criterion.log_pd(scores).exp()                                    # the fitted r(x, y)
     """
 
     def __init__(self, alpha: float = 0.0, eps: float = 1e-4, readout: str = "plugin") -> None:

@@ -27,6 +27,13 @@ class NWJLoss(DependencyLoss):
 
     The objective is also the readout. ``E_Q[e^(f-1)]`` is formed as ``exp(logmeanexp)`` and continued
     linearly above e^10 (``exp_linear_above``) so that large scores give a large but finite loss.
+
+    Example::
+
+        criterion = NWJLoss()
+        loss = criterion(scores)                             # (n, n), positives on the diagonal
+        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
+        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
     """
 
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
@@ -47,6 +54,13 @@ class JSLoss(DependencyLoss):
 
     train:   -E_P softplus(-f) - E_Q softplus(f)        (optimal f = log-PD)
     readout: NWJ at f + 1 = 1 + E_P[f] - E_Q[e^f]
+
+    Example::
+
+        criterion = JSLoss()
+        loss = criterion(scores)                             # (n, n), positives on the diagonal
+        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
+        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
     """
 
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
@@ -60,6 +74,13 @@ class DVLoss(DependencyLoss):
     """Donsker-Varadhan bound (PD paper Table 1, row DV; MINE without the moving average)::
 
     I_DV = E_P[f] - log E_Q[e^f]          log-PD = f (up to a constant)
+
+    Example::
+
+        criterion = DVLoss()
+        loss = criterion(scores)                             # (n, n), positives on the diagonal
+        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
+        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
     """
 
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
@@ -80,6 +101,13 @@ class MINELoss(DVLoss):
 
     Args:
         momentum: weight of the running average in ``[0, 1)`` (0.9 in the PD code).
+
+    Example::
+
+        criterion = MINELoss(momentum=0.9)
+        loss = criterion(scores)                             # (n, n), positives on the diagonal
+        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
+        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
     """
 
     log_ema: torch.Tensor
@@ -121,6 +149,13 @@ class SMILELoss(DependencyLoss):
 
     Args:
         tau: clipping threshold (> 0); ``math.inf`` gives the unclipped DV readout. Usual values 1, 5, inf.
+
+    Example::
+
+        criterion = SMILELoss(tau=5.0)
+        loss = criterion(scores)                             # (n, n), positives on the diagonal
+        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
+        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
     """
 
     def __init__(self, tau: float = 1.0) -> None:
@@ -141,6 +176,13 @@ class VariationalBoundLoss(DependencyLoss):
     """The variational plug-in estimate (PD paper Eq. 1): JS training, readout ``E_P[f]``.
 
     With the JS optimum f = log-PD, the average score on joint pairs is the MI (the mean PMI).
+
+    Example::
+
+        criterion = VariationalBoundLoss()
+        loss = criterion(scores)                             # (n, n), positives on the diagonal
+        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
+        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
     """
 
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
