@@ -54,6 +54,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from pdrl import distributed
 from pdrl.data.augment import PairAugmentation
+from pdrl.data.images import HalfImageDataModule
+from pdrl.errors import ConfigError
 from pdrl.heads import MultiLocationCritic
 from pdrl.losses import build_objective
 from pdrl.losses.contrastive import CPCLoss
@@ -146,6 +148,15 @@ class DeepRepresentation(pl.LightningModule):
         self.probe = nn.Linear(n_rkhs, num_classes)
         self.train_probe_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.val_probe_accuracy = MulticlassAccuracy(num_classes, average="micro")
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if isinstance(datamodule, HalfImageDataModule):
+            raise ConfigError(
+                f"DeepRepresentation trains on whole images, but the datamodule {type(datamodule).__name__} cuts them "
+                "into half-image views: use data.class_path pdrl.data.whole_images.WholeImageDataModule with dataset "
+                "cifar10, mnist, fashion_mnist or folder (any image folder root/train/<class>, root/test/<class>)."
+            )
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """The representation: the global vector of the normalised, un-augmented images, ``(n, n_rkhs)``."""
