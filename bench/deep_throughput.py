@@ -9,6 +9,14 @@ FLOPs utilisation can be computed for any measured throughput::
 
     MFU = images_per_second * flops_per_image / peak_flops_of_the_device
 
+``--compare-loss-calls`` instead times the two ways of evaluating the 198 location losses side by side in
+one process: ``batched_loss=True`` (one objective call per step) and ``batched_loss=False`` (one call per
+location matrix), alternating a step of each so that both see the same machine load, and writes a table
+with the speed-up::
+
+    python bench/deep_throughput.py --compare-loss-calls --steps 40 --threads 1 --objective drfc \
+        --out bench/results/deep_loss_calls_cpu.md
+
 Usage::
 
     python bench/deep_throughput.py --ndf 16 --n-rkhs 128 --depth 2 --batch 64 --steps 20 --threads 2 \
@@ -62,9 +70,9 @@ def breakdown(args: argparse.Namespace, repeats: int = 5) -> dict[str, float]:
         clock.append(time.perf_counter())
         leaves = [feature.detach().requires_grad_() for feature in features]
         first, second = (type(features)(*halves) for halves in zip(*(f.chunk(2) for f in leaves), strict=True))
-        scores = task.score_pairings(first, second)
+        raw = task.raw_score_pairings(first, second)
         clock.append(time.perf_counter())
-        total = sum(task.location_loss(direction)[0] for pair in scores.values() for direction in pair)
+        total = task.dependency_loss(raw)["loss"]
         clock.append(time.perf_counter())
         total.backward()
         clock.append(time.perf_counter())
@@ -74,7 +82,7 @@ def breakdown(args: argparse.Namespace, repeats: int = 5) -> dict[str, float]:
             "augmentation",
             "encoder forward",
             "critic forward",
-            "198 location losses forward",
+            "198 location losses forward (one call unless the objective has state) and penalty",
             "critic + losses backward",
             "encoder backward",
         )
@@ -83,10 +91,18 @@ def breakdown(args: argparse.Namespace, repeats: int = 5) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in parts.items()}
 
 
-def measure(args: argparse.Namespace) -> dict[str, float]:
+def make_step(args: argparse.Namespace, batched_loss: bool = True, cpc_negatives: str = "pooled"):
+    """A function running one full optimisation step of a fresh task on fixed synthetic images."""
     torch.manual_seed(0)
     device = torch.device(args.device)
-    task = DeepRepresentation(objective=args.objective, ndf=args.ndf, n_rkhs=args.n_rkhs, depth=args.depth).to(device)
+    task = DeepRepresentation(
+        objective=args.objective,
+        cpc_negatives=cpc_negatives,
+        batched_loss=batched_loss,
+        ndf=args.ndf,
+        n_rkhs=args.n_rkhs,
+        depth=args.depth,
+    ).to(device)
     (optimizer,), _ = task.configure_optimizers()
     images = torch.randint(0, 256, (args.batch, 3, 32, 32), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 10, (args.batch,), device=device)
@@ -99,19 +115,71 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
         loss.backward()
         torch.nn.utils.clip_grad_value_(task.parameters(), 1.0)
         optimizer.step()
-
-    def synchronise() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    return step
+
+
+def compare_loss_calls(args: argparse.Namespace) -> dict[str, list[float]]:
+    """Seconds per step of the batched and the per-location loss, alternating one step of each."""
+    # CPC per location, so that both evaluate the same loss whatever the objective
+    steps = {
+        "one call": make_step(args, batched_loss=True, cpc_negatives="per_location"),
+        "198 calls": make_step(args, batched_loss=False, cpc_negatives="per_location"),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    for index in range(args.warmup + args.steps):
+        for name, step in steps.items() if index % 2 == 0 else reversed(steps.items()):
+            start = time.perf_counter()
+            step(index)
+            if index >= args.warmup:
+                seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def comparison_table(args: argparse.Namespace, seconds: dict[str, list[float]], load: float) -> str:
+    rows = []
+    for name, values in seconds.items():
+        rows.append(
+            f"| {name} | {args.batch * len(values) / sum(values):.1f} | {args.batch / statistics.median(values):.1f} |"
+            f" {1000 * statistics.median(values):.0f} |"
+        )
+    speedup = statistics.median(seconds["198 calls"]) / statistics.median(seconds["one call"])
+    return "\n".join(
+        [
+            "# Deep task: one batched loss call against 198 per-location calls",
+            "",
+            f"- machine: {os.cpu_count()}-core {platform.machine()}, device `{args.device}`, {args.threads} torch"
+            f" threads, torch {torch.__version__}; 1-minute load average {load:.1f} at the start",
+            f"- width: ndf {args.ndf}, n_rkhs {args.n_rkhs}, depth {args.depth}; batch {args.batch};"
+            f" objective {args.objective}; precision {args.precision}; {args.steps} timed steps of each after"
+            f" {args.warmup} warm-up steps, the two alternating in one process",
+            "",
+            "| loss evaluation | images/s (all steps) | images/s (median step) | median step (ms) |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+            f"**Speed-up of the median step: {speedup:.2f}x.**",
+            "",
+            "Command:",
+            "",
+            "```",
+            "PYTHONPATH=$PWD python bench/deep_throughput.py " + command_line(args),
+            "```",
+            "",
+        ]
+    )
+
+
+def measure(args: argparse.Namespace) -> dict[str, float]:
+    step = make_step(args)
     for index in range(args.warmup):
         step(index)
-    synchronise()
     step_seconds = []
     for index in range(args.steps):
         start = time.perf_counter()
         step(index)
-        synchronise()
         step_seconds.append(time.perf_counter() - start)
     seconds, median = sum(step_seconds), statistics.median(step_seconds)
     return {
@@ -150,9 +218,20 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="Markdown file to write the results to")
     parser.add_argument("--csv", default=None, help="CSV file to append this run's numbers to")
     parser.add_argument("--breakdown", action="store_true", help="also time each part of a step (CPU only)")
+    parser.add_argument(
+        "--compare-loss-calls", action="store_true", help="time one batched loss call against 198 calls, interleaved"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="You are trying to `self.log")
+    if args.compare_loss_calls:
+        load = os.getloadavg()[0]
+        text = comparison_table(args, compare_loss_calls(args), load)
+        print(text)
+        if args.out:
+            with open(args.out, "w") as handle:
+                handle.write(text)
+        return
 
     flops_measured = model_flops_per_image(args.ndf, args.n_rkhs, args.depth, args.batch)
     flops_paper = model_flops_per_image(**PAPER_WIDTH, batch=args.paper_batch)

@@ -214,6 +214,10 @@ class MultiLocationCritic(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``(n, d)`` vectors and ``(n, d, H, W)`` maps -> ``(n, m, H * W)`` scores."""
+        return self.soft_clip(self.raw_scores(a, b))
+
+    def raw_scores(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The scaled scores before the clip, ``<a_i, b_j[:, l]> / sqrt(d)`` (AMDIM's penalty reads these)."""
         if a.dim() != 2 or b.dim() != 4 or a.shape[0] != b.shape[0] or a.shape[1] != b.shape[1]:
             raise ValueError(
                 "MultiLocationCritic needs (n, d) source vectors and (n, d, H, W) target maps of the same n and d, "
@@ -221,10 +225,11 @@ class MultiLocationCritic(nn.Module):
             )
         if self.gather_distributed:
             b = distributed.gather_with_grad(b)
-        scores = torch.einsum("id,jdl->ijl", a, b.flatten(2)) / math.sqrt(a.shape[1])
-        if self.clip is not None:
-            scores = self.clip * torch.tanh(scores / self.clip)
-        return scores
+        return torch.einsum("id,jdl->ijl", a, b.flatten(2)) / math.sqrt(a.shape[1])
+
+    def soft_clip(self, scores: torch.Tensor) -> torch.Tensor:
+        """``c tanh(s / c)``, or the scores as they are without a clip."""
+        return scores if self.clip is None else self.clip * torch.tanh(scores / self.clip)
 
 
 class KeyQueue(nn.Module):

@@ -130,3 +130,82 @@ def test_bad_configuration_raises_one_clear_error() -> None:
         DeepRepresentation(score_penalty=-1.0, **TINY)
     with pytest.raises(ValueError, match="32x32"):
         DeepRepresentation(**TINY)(torch.zeros(2, 3, 28, 28, dtype=torch.uint8))
+
+
+def test_a_half_image_datamodule_is_refused_with_a_pointer_to_whole_images(tmp_path: Path, fake_data) -> None:
+    from pdrl.data.images import MNISTDataModule
+    from pdrl.errors import ConfigError
+
+    fake_data.mnist(tmp_path)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(ConfigError, match="WholeImageDataModule with dataset"):
+        trainer.fit(DeepRepresentation(**TINY), datamodule=MNISTDataModule(root=str(tmp_path), download=False))
+
+
+def test_the_deep_task_trains_on_an_image_folder_and_mnist(tmp_path: Path, fake_data) -> None:
+    from PIL import Image
+
+    from pdrl.data.whole_images import WholeImageDataModule
+
+    fake_data.mnist(tmp_path)
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            (tmp_path / "folder" / split / label).mkdir(parents=True)
+            for index in range(3):
+                pixels = torch.randint(0, 256, (24, 24, 3), dtype=torch.uint8).numpy()
+                Image.fromarray(pixels).save(tmp_path / "folder" / split / label / f"{index}.png")
+    for datamodule in (
+        WholeImageDataModule("mnist", root=str(tmp_path), download=False, batch_size=8),
+        WholeImageDataModule("folder", root=str(tmp_path / "folder"), batch_size=4),
+    ):
+        trainer = pl.Trainer(
+            max_steps=2, limit_val_batches=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
+        )
+        model = DeepRepresentation(objective="cpc", num_classes=10, **TINY)
+        trainer.fit(model, datamodule=datamodule)
+        assert trainer.global_step == 2 and math.isfinite(trainer.callback_metrics["train/loss"])
+        (metrics,) = trainer.validate(model, datamodule=datamodule, verbose=False)
+        assert 0.0 <= metrics["val/probe_acc"] <= 1.0
+
+
+def test_deep_mnist_small_config_runs_with_its_linear_probe(tmp_path: Path, fake_data) -> None:
+    """The MNIST config as written (pooled CPC, MNIST statistics, the probe against raw pixels), on fake MNIST."""
+    fake_data.mnist(tmp_path)
+    config = yaml.safe_load((CONFIGS / "deep_mnist_small.yaml").read_text())
+    config["data"]["init_args"].update(root=str(tmp_path), batch_size=8, probe_train_size=30)
+    config["model"]["init_args"].update(TINY)
+    trainer = config["trainer"]
+    trainer.update(max_steps=2, max_time=None, limit_val_batches=1, val_check_interval=2, enable_progress_bar=False)
+    trainer["default_root_dir"] = str(tmp_path / "run")
+    trainer["logger"]["init_args"]["save_dir"] = str(tmp_path / "run")
+    path = tmp_path / "deep_mnist_small.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cli = main(["--config", str(path)])
+    assert cli.trainer.global_step == 2 and cli.model.objective.__class__.__name__ == "PooledCPCLoss"
+    (probe,) = [callback for callback in cli.trainer.callbacks if type(callback).__name__ == "LinearProbe"]
+    assert probe.history[-1]["step"] == 2 and 0.0 <= probe.history[-1]["accuracy"] <= 1.0
+    assert probe.raw_pixel_accuracy is not None
+
+
+def test_deep_imagefolder_config_runs_on_a_generated_folder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for label in ("circle", "square", "star"):
+            (tmp_path / "folder" / split / label).mkdir(parents=True)
+            for index in range(4):
+                pixels = torch.randint(0, 256, (40, 40, 3), dtype=torch.uint8).numpy()
+                Image.fromarray(pixels).save(tmp_path / "folder" / split / label / f"{index}.jpg")
+    config = yaml.safe_load((CONFIGS / "deep_imagefolder_small.yaml").read_text())
+    assert config["data"]["init_args"]["dataset"] == "folder"
+    config["data"]["init_args"].update(root=str(tmp_path / "folder"), batch_size=4)
+    config["model"]["init_args"].update(num_classes=3, **TINY)
+    trainer = config["trainer"]
+    trainer.update(max_steps=2, limit_val_batches=1, val_check_interval=2, enable_progress_bar=False)
+    trainer["default_root_dir"] = str(tmp_path / "run")
+    trainer["logger"]["init_args"]["save_dir"] = str(tmp_path / "run")
+    path = tmp_path / "deep_imagefolder_small.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cli = main(["--config", str(path)])
+    assert cli.trainer.global_step == 2 and math.isfinite(cli.trainer.callback_metrics["train/loss"])
+    assert 0.0 <= cli.trainer.callback_metrics["val/probe_acc"] <= 1.0

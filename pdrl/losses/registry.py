@@ -9,6 +9,7 @@ from pdrl.losses.base import DependencyLoss
 from pdrl.losses.classifier import PCCLoss
 from pdrl.losses.contrastive import CPCLoss
 from pdrl.losses.density_matching import DensityMatchingLagrangianLoss, DensityMatchingPenaltyLoss
+from pdrl.losses.locations import PooledCPCLoss
 from pdrl.losses.mice import MICELoss
 from pdrl.losses.ratio_fitting import DRFCLoss
 from pdrl.losses.variational import DVLoss, JSLoss, MINELoss, NWJLoss, SMILELoss, VariationalBoundLoss
@@ -16,6 +17,7 @@ from pdrl.losses.variational import DVLoss, JSLoss, MINELoss, NWJLoss, SMILELoss
 OBJECTIVES: dict[str, type[DependencyLoss]] = {
     "cpc": CPCLoss,
     "infonce": CPCLoss,
+    "cpc_pooled": PooledCPCLoss,  # AMDIM's NCE on stacked location scores; CPC on one matrix
     "pcc": PCCLoss,
     "drfc": DRFCLoss,
     "nwj": NWJLoss,
