@@ -110,7 +110,8 @@ def test_sweep_writes_tables_figures_and_runs(tmp_path):
         + arguments
     )
     assert len(rows) == 2 * 2 * 2  # tasks x estimators x levels
-    for name in ("mi_table.csv", "mi_table.md", "figure_gaussian_separable_16_e8.png", "figure_cubic_separable_16_e8.png"):
+    figures = ["figure_gaussian_separable_16_e8.png", "figure_cubic_separable_16_e8.png"]
+    for name in ("mi_table.csv", "mi_table.md", *figures):
         assert (tmp_path / name).stat().st_size > 0
     assert len(list((tmp_path / "runs").glob("*.npz"))) == 4
     with open(tmp_path / "mi_table.csv") as handle:

@@ -158,9 +158,11 @@ def main(argv: Sequence[str] | None = None) -> Any:
                 if not (args.skip_existing and (args.out / "runs" / f"{run_name(setting, name)}.json").exists())
             ]  # fmt: skip
             if args.engine == "ensemble":
-                results = run_ensemble(todo, setting, args.out, args.device, args.wandb) if todo else []
+                results = run_ensemble(todo, setting, args.out, args.device, args.wandb, args.window) if todo else []
             else:
-                results = [run_one(name, setting, args.out, args.engine, args.device, args.wandb) for name in todo]
+                results = [
+                    run_one(name, setting, args.out, args.engine, args.device, args.wandb, args.window) for name in todo
+                ]
             for name, result in zip(todo, results, strict=True):
                 tail = result.estimates[-min(100, len(result.estimates)) :].mean()
                 print(f"{run_name(setting, name)}: {result.wall_s:.1f} s, last-100 mean {tail:.3f}", flush=True)

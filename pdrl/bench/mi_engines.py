@@ -13,7 +13,7 @@ import torch
 
 from pdrl.bench.mi_stacked import stack_critics
 from pdrl.data.gaussians import MIStaircase, rho_from_mi, sample_pairs
-from pdrl.tasks.mi_estimation import MIEstimation, pointwise_errors
+from pdrl.tasks.mi_estimation import MIEstimation, lean_adam, pointwise_errors
 
 
 @dataclass
@@ -46,7 +46,8 @@ def train_lean(
 
     The per-step work is the data, forward, backward and Adam step alone: the estimates go into a
     preallocated tensor on the device (no ``.item()`` sync per step), the batch is moved only when the
-    device is not the CPU, and the gradients are freed rather than zeroed. A non-finite loss ends the run
+    device is not the CPU, the gradients are freed rather than zeroed, and Adam is
+    :func:`~pdrl.tasks.mi_estimation.lean_adam` (fused, no per-step CUDA probe on CPU). A non-finite loss ends the run
     (the estimates from there on are NaN); it is checked once a stage and at the end, not every step.
     Prints the estimate every ``progress_every`` steps (0: never).
     """
@@ -137,7 +138,7 @@ def train_ensemble(
     """
     critics = stack_critics(models).to(device)
     objectives = [model.objective.to(device) for model in models]
-    optimizer = torch.optim.Adam(critics.parameters(), lr=models[0].lr)
+    optimizer = lean_adam(critics.parameters(), models[0].lr)
     count = len(models)
     estimates = torch.full((stream.total_steps, count), math.nan, device=device)
     true_mi = _true_mi(stream)

@@ -23,8 +23,11 @@ from pdrl.bench.mi_settings import ESTIMATORS, Setting, run_name
 ENGINES = ("ensemble", "lean", "lightning")
 
 
-def rerun_command(setting: Setting, estimators: list[str], engine: str, out: Path, device: str) -> str:
-    """The ``python -m pdrl.bench.mi sweep`` command that trains exactly these runs again."""
+def rerun_command(
+    setting: Setting, estimators: list[str], engine: str, out: Path, device: str, window: int = 1000
+) -> str:
+    """The ``python -m pdrl.bench.mi sweep`` command that trains exactly these runs again (and reports them
+    over the last ``window`` steps of each stage)."""
     words = ["python", "-m", "pdrl.bench.mi", "sweep", "--engine", engine]
     words += ["--critic", "joint" if setting.critic == "concat" else "separable"]
     words += ["--hidden-dims", *map(str, setting.hidden_dims), "--embed-dim", str(setting.embed_dim)]
@@ -35,11 +38,14 @@ def rerun_command(setting: Setting, estimators: list[str], engine: str, out: Pat
     if setting.batch_correlation_uniform:
         words.append("--batch-correlation-uniform")
     words += ["--seeds", str(setting.seed), "--tasks", setting.task, "--estimators", *estimators]
-    words += ["--device", device, "--threads", str(torch.get_num_threads()), "--out", str(out)]
+    words += ["--device", device, "--threads", str(torch.get_num_threads())]
+    words += ["--window", str(window), "--out", str(out)]
     return shlex.join(words)
 
 
-def run_one(estimator: str, setting: Setting, out: Path, engine: str, device: str, use_wandb: bool) -> RunResult:
+def run_one(
+    estimator: str, setting: Setting, out: Path, engine: str, device: str, use_wandb: bool, window: int = 1000
+) -> RunResult:
     """Train one estimator under ``setting`` (engine ``lean`` or ``lightning``) and save it in ``out/runs``."""
     if engine not in ("lean", "lightning"):
         raise ValueError(f"run_one runs engine 'lean' or 'lightning', got {engine!r}; use run_ensemble.")
@@ -59,15 +65,25 @@ def run_one(estimator: str, setting: Setting, out: Path, engine: str, device: st
         result = train_lightning(model, stream, "gpu" if device.startswith("cuda") else "cpu", logger)
     if wandb_run is not None:
         wandb_run.finish()
-    save_run(out, estimator, setting, result, engine, device, rerun_command(setting, [estimator], engine, out, device))
+    save_run(
+        out,
+        estimator,
+        setting,
+        result,
+        engine,
+        device,
+        rerun_command(setting, [estimator], engine, out, device, window),
+    )
     return result
 
 
-def run_ensemble(estimators: list[str], setting: Setting, out: Path, device: str, use_wandb: bool) -> list[RunResult]:
+def run_ensemble(
+    estimators: list[str], setting: Setting, out: Path, device: str, use_wandb: bool, window: int = 1000
+) -> list[RunResult]:
     """Train ``estimators`` side by side (:func:`train_ensemble`) and save each run in ``out/runs``."""
     models = [setting.model(ESTIMATORS[estimator]) for estimator in estimators]
     results = train_ensemble(models, setting.stream(), device, progress_every=setting.steps_per_level)
-    command = rerun_command(setting, estimators, "ensemble", out, device)
+    command = rerun_command(setting, estimators, "ensemble", out, device, window)
     for estimator, result in zip(estimators, results, strict=True):
         save_run(out, estimator, setting, result, f"ensemble of {len(estimators)}", device, command)
         if use_wandb:
