@@ -88,7 +88,9 @@ def test_findings_name_the_critic_and_say_when_a_claim_flips():
     ]
     text = "\n".join(findings(aggregated, runs=[]))
     assert "smile_tau1: 1.30 ± 0.01x" in text and "pcc: 0.60 ± 0.01x" in text  # MSE / floor of the best
-    assert "separable: smile_tau1, separable_2h: pcc (**flips between critics**)" in text
+    flip = "separable: smile_tau1, separable_2h: pcc (**flips between critics**)"
+    assert f"gaussian, MI 6: best estimator {flip}" in text
+    assert f"gaussian: lowest variance among the low-bias estimators from MI 6: {flip}" in text
     assert (
         "**gaussian, separable_2h critic, standard data**: the best estimator is within 1.5x of the floor at MI 6"
         in text

@@ -71,7 +71,9 @@ def test_stage_statistics_and_ema():
     np.testing.assert_allclose(ema(np.full(10, 3.0)), 3.0)
 
 
-@pytest.mark.parametrize("config", ["mi_gaussian", "mi_cubic", "mi_gaussian_joint", "mi_correlated"])
+@pytest.mark.parametrize(
+    "config", ["mi_gaussian", "mi_cubic", "mi_gaussian_joint", "mi_correlated", "mi_correlated_paper"]
+)
 def test_configs_fit_end_to_end(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cli = fit_main(
