@@ -11,7 +11,7 @@ from pdrl.bench import mi as bench
 from pdrl.bench.mi import ESTIMATORS, Setting, ema, stage_statistics, train_ensemble, train_lean
 from pdrl.data.gaussians import statistical_floor
 from pdrl.fit import main as fit_main
-from pdrl.tasks.mi_estimation import MIEstimation, pointwise_errors
+from pdrl.tasks.mi_estimation import CRITICS, MIEstimation, pointwise_errors
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMALL = {"mi_levels": [2.0], "hidden_dims": [64], "embed_dim": 16, "lr": 1e-3, "heldout_batches": 1}
@@ -71,7 +71,9 @@ def test_stage_statistics_and_ema():
     np.testing.assert_allclose(ema(np.full(10, 3.0)), 3.0)
 
 
-@pytest.mark.parametrize("config", ["mi_gaussian", "mi_cubic", "mi_gaussian_joint", "mi_correlated"])
+@pytest.mark.parametrize(
+    "config", ["mi_gaussian", "mi_cubic", "mi_gaussian_joint", "mi_correlated", "mi_correlated_paper"]
+)
 def test_configs_fit_end_to_end(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cli = fit_main(
@@ -110,7 +112,8 @@ def test_sweep_writes_tables_figures_and_runs(tmp_path):
         + arguments
     )
     assert len(rows) == 2 * 2 * 2  # tasks x estimators x levels
-    for name in ("mi_table.csv", "mi_table.md", "figure_gaussian_separable.png", "figure_cubic_separable.png"):
+    figures = ["figure_gaussian_separable_16_e8.png", "figure_cubic_separable_16_e8.png"]
+    for name in ("mi_table.csv", "mi_table.md", *figures):
         assert (tmp_path / name).stat().st_size > 0
     assert len(list((tmp_path / "runs").glob("*.npz"))) == 4
     with open(tmp_path / "mi_table.csv") as handle:
@@ -134,14 +137,15 @@ def test_sweep_writes_tables_figures_and_runs(tmp_path):
         ]
         + arguments
     )
-    assert (tmp_path / "runs" / "gaussian__separable__dv.json").exists()
+    assert (tmp_path / "runs" / "gaussian__separable_16_e8__dv__s0.json").exists()
 
 
-def test_throughput_writes_both_loops(tmp_path):
+def test_throughput_measures_three_loops_interleaved(tmp_path):
     out = tmp_path / "throughput.md"
-    (row,) = bench.main(["throughput", "--steps", "10", "--repeats", "1", "--hidden-dims", "8", "--out", str(out)])
-    assert row["lightning_steps_per_s"] > 0 and row["plain_steps_per_s"] > 0
-    assert "plain loop steps/s" in out.read_text()
+    rows = bench.main(["throughput", "--steps", "20", "--rounds", "2", "--hidden-dims", "8", "--out", str(out)])
+    assert len(rows) == 2 and all(row[loop] > 0 for row in rows for loop in ("plain", "lean", "lightning"))
+    text = out.read_text()
+    assert "lean / plain" in text and "plain -> lean -> lightning" in text and "lean -> lightning -> plain" in text
 
 
 def test_bad_input_raises_one_clear_error(tmp_path):
@@ -151,8 +155,10 @@ def test_bad_input_raises_one_clear_error(tmp_path):
         MIEstimation(objective="nce")
     with pytest.raises(SystemExit, match="Unknown estimator"):
         bench.main(["sweep", "--estimators", "infomax", "--out", str(tmp_path)])
-    with pytest.raises(ValueError, match="separable"):
-        setting = Setting(critic="concat", hidden_dims=[8])
-        train_ensemble([setting.model(ESTIMATORS["cpc"])], setting.stream())
+    with pytest.raises(ValueError, match="one architecture"):
+        models = [Setting(critic=critic, hidden_dims=[8]).model(ESTIMATORS["cpc"]) for critic in CRITICS]
+        train_ensemble(models, Setting(hidden_dims=[8]).stream())
+    with pytest.raises(SystemExit):
+        bench.main(["sweep", "--critic", "bilinear", "--out", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="No runs"):
         bench.main(["report", "--out", str(tmp_path / "empty")])

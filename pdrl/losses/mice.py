@@ -1,4 +1,4 @@
-"""MICE, the Mutual Information Continuity-constrained Estimator (MICE paper Eq. 14, Algorithm 1)."""
+"""MICE, the Mutual Information Continuity-constrained Estimator (MICE paper Algorithm 1; Eq. 14 for the NWJ form)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ PARTITION_GRADIENTS = ("full", "blocked")
 class MICELoss(DependencyLoss):
     """MICE: a DV (or NWJ) bound on a critic whose last layer is spectrally normalised.
 
-    Objective (MICE Eq. 14, DV form; ``form="nwj"`` uses 1 + E_P[f-1] - E_Q[e^(f-1)] instead)::
+    Objective (MICE Algorithm 1, DV form; ``form="nwj"`` is the NWJ-type bound of the paper's Eq. 14,
+    1 + E_P[f-1] - E_Q[e^(f-1)], instead)::
 
         I_MICE = E_P[f] - log E_Q[e^f]          readout: the same          log-PD = f
 

@@ -8,7 +8,7 @@ every stage, the point-wise error of ``objective.log_pd`` against the closed for
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -47,8 +47,8 @@ class MIEstimation(LightningModule):
 
     Critics:
 
-    - ``"separable"``: two MLPs ``dim -> hidden_dims -> embed_dim`` and an inner product (SMILE code:
-      hidden (256, 256), embed 32).
+    - ``"separable"``: two MLPs ``dim -> hidden_dims -> embed_dim`` and an inner product (SMILE code's
+      default: hidden (256, 256, 256), i.e. three hidden layers, embed 32; the MICE paper states two).
     - ``"concat"``: the joint critic, one MLP on ``[x_i, y_j]`` for all n^2 pairs (PD code: hidden (512, 512)).
 
     ``spectral_norm="last"`` normalises the last layer of each MLP: the MICE critic.
@@ -70,7 +70,7 @@ class MIEstimation(LightningModule):
         objective_args: dict[str, Any] | None = None,
         critic: str = "separable",
         dim: int = 20,
-        hidden_dims: Sequence[int] = (256, 256),
+        hidden_dims: Sequence[int] = (256, 256, 256),
         embed_dim: int = 32,
         spectral_norm: str = "none",
         lr: float = 5e-4,
@@ -126,4 +126,22 @@ class MIEstimation(LightningModule):
         return pointwise_errors(estimate, true_log_pd)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
+        return lean_adam(self.parameters(), self.lr)
+
+
+def lean_adam(parameters: Iterable[nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam (same update rule and defaults) without the per-step overheads that dominate a small critic.
+
+    - ``fused=True`` on CPU and CUDA: one kernel for all tensors instead of ~8 Python-dispatched ops per
+      tensor (on the 290k-parameter separable critic, 1 thread: 1.5 -> 0.5 ms per step).
+    - On CPU parameters, the optimizer's CUDA-graph-capture health check is skipped: torch calls
+      ``torch.cuda.is_available()`` on every ``Adam.step``, and on a CUDA build of torch without a GPU that
+      loads NVML again every step (~0.5 ms). No CUDA graph can capture a step of CPU tensors, so the check
+      has nothing to find there.
+    """
+    parameters = list(parameters)
+    devices = {parameter.device.type for parameter in parameters}
+    optimizer = torch.optim.Adam(parameters, lr=lr, fused=devices <= {"cpu", "cuda"} or None)
+    if devices == {"cpu"}:
+        optimizer._accelerator_graph_capture_health_check = lambda: None  # type: ignore[method-assign]
+    return optimizer

@@ -1,0 +1,120 @@
+"""Throughput of the MI benchmark's engines against a plain reference loop, in one process, interleaved.
+
+Every round trains a fresh copy of the same model (same critic, estimator, seed, threads) for ``steps``
+steps in each of three loops, in a rotating order so that no loop always runs first or last:
+
+- ``plain``: :func:`pdrl.bench.mi_engines.train_plain`, what the public reference code does per step;
+- ``lean``: :func:`pdrl.bench.mi_engines.train_lean` on the benchmark's stream (no held-out batches);
+- ``lightning``: :func:`pdrl.bench.mi_engines.train_lightning`; its steps/s are timed from the end of the
+  first tenth of the steps to the end (steady state, the Trainer's one-off setup left out; the setup
+  is reported apart).
+
+The report gives every round, the median steps/s of each loop, the ratios to the plain loop and the load
+average before and after each round (on a shared machine other jobs move wall-clock numbers).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pdrl.bench.mi_engines import train_lean, train_lightning, train_plain
+from pdrl.bench.mi_runs import machine_description
+from pdrl.bench.mi_settings import ESTIMATORS, Setting
+
+LOOPS = ("plain", "lean", "lightning")
+
+
+class _SteadyTimer:
+    """A Lightning callback: wall time from the start of batch ``first`` to the end of the last batch."""
+
+    def __new__(cls, first: int) -> Any:
+        import pytorch_lightning as pl
+
+        class Timer(pl.Callback):
+            def __init__(self) -> None:
+                self.first, self.start, self.end = first, 0.0, 0.0
+
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+                if batch_idx == self.first:
+                    self.start = time.perf_counter()
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+                self.end = time.perf_counter()
+
+        return Timer()
+
+
+def measure_round(estimator: str, setting: Setting, order: list[str]) -> dict[str, float]:
+    """Steps/s of each loop in ``order`` on a fresh model; Lightning's setup seconds as ``lightning_setup_s``."""
+    steps = setting.steps_per_level * len(setting.mi_levels)
+    row: dict[str, float] = {"load_before": os.getloadavg()[0]}
+    for loop in order:
+        model = setting.model(ESTIMATORS[estimator])
+        if loop == "plain":
+            row["plain"] = steps / train_plain(model, setting.stream())
+        elif loop == "lean":
+            row["lean"] = steps / train_lean(model, setting.stream()).wall_s
+        else:
+            first = steps // 10
+            timer = _SteadyTimer(first)
+            result = train_lightning(model, setting.stream(), callbacks=(timer,))
+            row["lightning"] = (steps - first) / (timer.end - timer.start)
+            row["lightning_setup_s"] = result.wall_s - steps / row["lightning"]
+    row["load_after"] = os.getloadavg()[0]
+    return row
+
+
+def run_throughput(path: Path, estimator: str, setting: Setting, rounds: int, command: str) -> list[dict[str, float]]:
+    """Measure ``rounds`` interleaved rounds, print them and write the Markdown report to ``path``."""
+    measurements = []
+    for index in range(rounds):
+        order = [LOOPS[(index + shift) % len(LOOPS)] for shift in range(len(LOOPS))]
+        row = measure_round(estimator, setting, order)
+        measurements.append(row)
+        print(
+            f"round {index} ({' -> '.join(order)}): "
+            + ", ".join(f"{loop} {row[loop]:.1f} steps/s" for loop in LOOPS)
+            + f"; lean/plain {row['lean'] / row['plain']:.3f}, lightning/plain {row['lightning'] / row['plain']:.3f}"
+            + f"; load {row['load_before']:.2f} -> {row['load_after']:.2f}",
+            flush=True,
+        )
+    median = {loop: statistics.median(row[loop] for row in measurements) for loop in LOOPS}
+    steps = setting.steps_per_level * len(setting.mi_levels)
+    lines = [
+        "# MI benchmark throughput: pdrl's lean loop and Lightning engine against a plain reference loop",
+        "",
+        f"Machine: {machine_description('cpu')}; torch threads: {torch.get_num_threads()}; one process, "
+        f"{rounds} interleaved rounds of {steps} steps per loop (order rotated every round).",
+        f"Command: `{command}`",
+        f"Model and data: `{estimator}` on the {setting.task} task, {setting.critic_name} critic "
+        f"(hidden {setting.hidden_dims}), batch {setting.batch_size}. Plain: the reference code's step "
+        "(randn batch, forward, backward, Adam, `.item()` of the estimate). Lean: pdrl's benchmark loop on its "
+        "data stream. Lightning: the same module on a `Trainer`, steady state (its first tenth of the steps and "
+        "the Trainer's setup left out; the setup time is in its own column).",
+        "",
+        "| round | order | plain steps/s | lean steps/s | Lightning steps/s | lean / plain | Lightning / plain "
+        "| Lightning setup (s) | load before | load after |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for index, row in enumerate(measurements):
+        order = " -> ".join(LOOPS[(index + shift) % len(LOOPS)] for shift in range(len(LOOPS)))
+        lines.append(
+            f"| {index} | {order} | {row['plain']:.1f} | {row['lean']:.1f} | {row['lightning']:.1f} | "
+            f"{row['lean'] / row['plain']:.3f} | {row['lightning'] / row['plain']:.3f} | "
+            f"{row['lightning_setup_s']:.2f} | {row['load_before']:.2f} | {row['load_after']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Median over rounds: plain {median['plain']:.1f}, lean {median['lean']:.1f}, Lightning "
+        f"{median['lightning']:.1f} steps/s; lean / plain {median['lean'] / median['plain']:.3f}, "
+        f"Lightning / plain {median['lightning'] / median['plain']:.3f}.",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return measurements
