@@ -9,6 +9,16 @@ from torch import nn
 from pdrl.losses import build_objective
 
 
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matrix products natively: CUDA with bf16, or a CPU with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return False
+
+
 class RepresentationLearning(LightningModule):
     """Learn F and G so that the critic tells joint view pairs from marginal ones (PD paper Sec. 5.2)::
 
@@ -19,6 +29,12 @@ class RepresentationLearning(LightningModule):
     evaluates), ``encoder_b`` (G) and ``critic`` as ``class_path``/``init_args``, the objective as a registry
     name (``objective: pcc``, overridden with ``--model.objective drfc``) with ``objective_args``.
 
+    The fast path (``fast: true``, one key): the encoders run under bf16 autocast where the device multiplies
+    bf16 natively (CUDA, or a CPU with AVX512-BF16/AMX; otherwise float32), their forward is compiled with
+    ``torch.compile``, and Adam is the fused kernel. Weights, optimizer state, the critic's scores and the loss stay
+    float32. ``bench/shallow_speed.py`` measures it and ``bench/results/shallow_parity.md`` shows it learns what the
+    float32 path learns. ``--model.fast false`` is plain float32 eager PyTorch.
+
     Args:
         encoder_a: F, applied to the first view (e.g. ``pdrl.nets.realnvp.RealNVP``).
         encoder_b: G, applied to the second view.
@@ -26,6 +42,7 @@ class RepresentationLearning(LightningModule):
         objective: registry name of the objective (``pdrl.losses.OBJECTIVES``).
         objective_args: keyword arguments of the objective.
         lr: Adam learning rate (the paper: 1e-4).
+        fast: bf16 autocast (where native), ``torch.compile`` of the encoders and fused Adam.
     """
 
     def __init__(
@@ -36,6 +53,7 @@ class RepresentationLearning(LightningModule):
         objective: str = "pcc",
         objective_args: dict | None = None,
         lr: float = 1e-4,
+        fast: bool = True,
     ) -> None:
         super().__init__()
         if not lr > 0:
@@ -46,18 +64,36 @@ class RepresentationLearning(LightningModule):
         self.critic = critic
         self.objective = build_objective(objective, **(objective_args or {}))
         self.lr = lr
+        self.fast = fast
+        self._compiled_encode = None
+
+    def _use_bf16(self) -> bool:
+        return self.fast and bf16_is_fast(self.device)
+
+    def _encode(self, view_a: torch.Tensor, view_b: torch.Tensor | None, device_type: str, bf16: bool):
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+            features_a = self.encoder_a(view_a).float()
+            features_b = None if view_b is None else self.encoder_b(view_b).float()
+        return features_a, features_b
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The representation F(x) that the linear probe evaluates."""
-        return self.encoder_a(x)
+        """The representation F(x) that the linear probe evaluates (float32, computed in the training precision)."""
+        return self._encode(x, None, self.device.type, self._use_bf16())[0]
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         view_a, view_b = batch
-        scores = self.critic(self.encoder_a(view_a), self.encoder_b(view_b))
+        encode = self._encode
+        if self.fast:
+            if self._compiled_encode is None:  # compiled once, on the training device
+                self._compiled_encode = torch.compile(self._encode)
+            encode = self._compiled_encode
+        features_a, features_b = encode(view_a, view_b, self.device.type, self._use_bf16())
+        scores = self.critic(features_a, features_b)
         loss = self.objective(scores)  # a non-finite loss is stopped or skipped by pdrl.callbacks.FiniteGuard
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/mi", self.objective.mi(scores), prog_bar=True)
+        self.log("train/mi", self.objective.mi(scores.detach()), prog_bar=True)
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
+        fused = self.fast and self.device.type in ("cpu", "cuda")
+        return torch.optim.Adam(self.parameters(), lr=self.lr, fused=fused or None)

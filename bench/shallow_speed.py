@@ -1,0 +1,168 @@
+"""Benchmark: ms per training step of the shallow MNIST task, pdrl's default path against a bare float32 loop.
+
+One process, interleaved rounds, so machine noise hits every variant alike. Variants:
+
+- ``bare_fp32``: the naive baseline, a plain PyTorch loop over the same modules (two 30-coupling RealNVPs, bilinear
+  critic, PCC, batch 128), float32, eager, ``torch.optim.Adam`` with its defaults;
+- ``pdrl_fit``: ``configs/shallow_mnist.yaml`` through ``pdrl.fit`` (Lightning Trainer, the config's default fast
+  path), with the logger, checkpoints and probe switched off so that only training steps are timed;
+
+then one linear-probe evaluation of ``pdrl_fit``'s encoder on all 70000 MNIST images (embedding and fit timed
+apart). Each thread count in ``--threads`` gets its own rounds. Writes a Markdown table with the machine, the load
+average before and after, and the command.
+
+    python bench/shallow_speed.py --root ../shared/data --threads 1 2 --out bench/results/shallow_speed.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+CONFIG = Path(__file__).parents[1] / "configs" / "shallow_mnist.yaml"
+
+
+def bare_fp32_loop(batches: list[tuple[torch.Tensor, torch.Tensor]]):
+    """A closure that runs ``k`` plain float32 steps of the same model and returns nothing."""
+    from pdrl.heads import BilinearCritic
+    from pdrl.losses import PCCLoss
+    from pdrl.nets.realnvp import RealNVP
+
+    torch.manual_seed(0)
+    encoder_a, encoder_b = RealNVP(392, 30, (512, 512), 1e-4, 0), RealNVP(392, 30, (512, 512), 1e-4, 1)
+    critic, objective = BilinearCritic(392, 392), PCCLoss()
+    modules = torch.nn.ModuleList([encoder_a, encoder_b, critic])
+    optimizer = torch.optim.Adam(modules.parameters(), lr=1e-4)
+
+    def run(steps: int) -> None:
+        for step in range(steps):
+            view_a, view_b = batches[step % len(batches)]
+            optimizer.zero_grad()
+            loss = objective(critic(encoder_a(view_a), encoder_b(view_b)))
+            loss.backward()
+            optimizer.step()
+
+    return run
+
+
+def pdrl_fit_runner(root: str):
+    """A closure that continues one ``pdrl.fit`` run of the shipped config by ``k`` more steps, and its CLI."""
+    from pytorch_lightning import LightningDataModule, LightningModule
+
+    from pdrl.fit import PdrlCLI
+
+    arguments = [
+        "--config", str(CONFIG),
+        "--data.root", root, "--data.download", "false",
+        "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
+        "--trainer.callbacks", "[]", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", "runs/shallow_speed",
+    ]  # fmt: skip
+    cli = PdrlCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                  save_config_callback=None, run=False, args=arguments)  # fmt: skip
+    trainer = cli.trainer
+    trainer.callbacks = [callback for callback in trainer.callbacks if type(callback).__name__ != "FiniteGuard"]
+
+    def run(steps: int) -> None:
+        trainer.fit_loop.epoch_loop.max_steps = trainer.global_step + steps
+        trainer.fit(cli.model, datamodule=cli.datamodule)
+
+    return run, cli
+
+
+def time_probe(cli) -> dict[str, float]:
+    """Seconds of one probe evaluation of the trained encoder on all 70000 images, and its raw-pixel fit."""
+    from pdrl.callbacks.linear_probe import LinearProbe
+
+    probe = LinearProbe(every_n_steps=1000)
+    trainer = cli.trainer
+    started = time.perf_counter()
+    probe.raw_pixel_accuracy = -1.0  # time the learned features alone first
+    probe.evaluate(trainer, cli.model)
+    learned = time.perf_counter() - started
+    probe.raw_pixel_accuracy = None
+    started = time.perf_counter()
+    probe._accuracy(trainer, cli.model.device, *(probe._raw_inputs(d, cli.model.device) for d in probe._datasets(trainer)))
+    raw = time.perf_counter() - started
+    return {"probe_seconds": learned, "probe_accuracy": probe.history[-1]["accuracy"], "raw_fit_seconds": raw}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default="../shared/data")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10, help="steps per variant per round")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "shallow_speed.md")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    fit_run, cli = pdrl_fit_runner(args.root)
+    cli.datamodule.setup()
+    loader = cli.datamodule.train_dataloader()
+    batches = [batch for _, batch in zip(range(20), loader, strict=False)]
+    variants = {"bare_fp32": bare_fp32_loop(batches), "pdrl_fit": fit_run}
+    started = time.perf_counter()
+    for run in variants.values():
+        run(3)  # warm-up: torch.compile builds its kernels here
+    print(f"warm-up and compilation: {time.perf_counter() - started:.1f} s", flush=True)
+    rows = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for run in variants.values():
+            run(2)
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for round_index in range(args.rounds):
+            order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
+            for name in order:
+                begin = time.perf_counter()
+                variants[name](args.steps)
+                times[name].append((time.perf_counter() - begin) / args.steps * 1000)
+        medians = {name: statistics.median(values) for name, values in times.items()}
+        probe = time_probe(cli)
+        row = {"threads": threads, **medians, **probe, "load": os.getloadavg()[0], "rounds": times}
+        print(row, flush=True)
+        rows.append(row)
+    write_report(args, rows, load_before)
+
+
+def write_report(args, rows: list[dict], load_before) -> None:
+    lines = [
+        "# Shallow MNIST: ms per training step, pdrl's default path against a bare float32 loop",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}. Load average before: "
+        f"{load_before[0]:.2f} (1 min), {load_before[1]:.2f} (5 min). Date: {time.strftime('%Y-%m-%d %H:%M')}.",
+        "",
+        f"Command: `python {' '.join(['bench/shallow_speed.py', *sys.argv[1:]])}`",
+        "",
+        f"Setting: configs/shallow_mnist.yaml (PCC, two 30-coupling RealNVPs 512-512, bilinear critic, batch 128). "
+        f"{args.rounds} interleaved rounds of {args.steps} steps per variant; the median round is reported.",
+        "",
+        "| threads | bare fp32 loop (ms/step) | pdrl.fit default (ms/step) | speed-up | probe, 70000 images (s) "
+        "| raw-pixel fit (s) | load after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['threads']} | {row['bare_fp32']:.1f} | {row['pdrl_fit']:.1f} | "
+            f"{row['bare_fp32'] / row['pdrl_fit']:.2f}x | {row['probe_seconds']:.1f} | {row['raw_fit_seconds']:.1f} | "
+            f"{row['load']:.2f} |"
+        )
+    lines += ["", "Every round (ms/step):", ""]
+    for row in rows:
+        for name, values in row["rounds"].items():
+            lines.append(f"- {row['threads']} thread(s), {name}: {', '.join(f'{v:.1f}' for v in values)}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()
