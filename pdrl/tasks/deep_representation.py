@@ -44,6 +44,7 @@ from pdrl.data.augment import PairAugmentation
 from pdrl.heads import MultiLocationCritic
 from pdrl.losses import build_objective
 from pdrl.nets.amdim import AMDIMEncoder, AMDIMFeatures
+from pdrl.tasks.names import ObjectiveName
 
 PAIRINGS = ("1to5", "1to7", "5to5")
 
@@ -77,7 +78,7 @@ class DeepRepresentation(pl.LightningModule):
 
     def __init__(
         self,
-        objective: str = "drfc",
+        objective: ObjectiveName = "drfc",
         objective_args: dict[str, Any] | None = None,
         ndf: int = 192,
         n_rkhs: int = 1536,
