@@ -121,7 +121,7 @@ class RunConfigCallback(SaveConfigCallback):
             logger.log_hyperparams(config.as_dict())
         for folder, name in folders:
             folder.mkdir(parents=True, exist_ok=True)
-            self.parser.save(self.config, str(folder / name), skip_none=False, overwrite=True, multifile=False)
+            self.parser.save(self.config, str(folder / name), overwrite=True, multifile=False)
 
 
 class PdrlCLI(LightningCLI):

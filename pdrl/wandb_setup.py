@@ -86,6 +86,8 @@ class WandbLogger(LightningWandbLogger):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self._wandb_init.get("anonymous") is None:  # W&B warns that the setting is gone, even when None
+            self._wandb_init.pop("anonymous", None)
         self._last_wandb_step = 0
 
     @rank_zero_only
