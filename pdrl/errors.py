@@ -21,6 +21,8 @@ _STRUCTURE = re.compile(
     r"Expected a <class 'NoneType'>|Not a valid subclass|Validation failed|Import path)"
 )
 _KEY = re.compile(r'Parser key "([^"]+)"')
+# a value outside a Literal type (e.g. an unknown objective name): say the value and the choices in words
+_LITERAL = re.compile(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)$")
 
 
 class ConfigError(ValueError):
@@ -45,6 +47,10 @@ def one_sentence(error: BaseException) -> str:
             problems = [line for line in problems if not line.startswith("- Expected a <class")] or problems
         problems = list(dict.fromkeys(line.lstrip("- ").strip() for line in problems))  # each once, in order
         problem = " ".join(problems) if problems else text.splitlines()[-1].strip()
+        literal = _LITERAL.search(problem)
+        if literal:
+            choices = literal.group(1).replace("'", "")
+            problem = f"{literal.group(2)!r} is not one of the choices: {choices}"
         key = ".".join(keys)
         text = f"{key}: {problem}" if key else problem
         if not text.endswith("."):

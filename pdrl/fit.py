@@ -1,10 +1,13 @@
-"""``python -m pdrl.fit --config configs/X.yaml``: train any pdrl task from a complete config.
+"""``python -m pdrl.fit --config NAME.yaml``: train any pdrl task from a complete config.
 
 Built on LightningCLI, so every constructor argument of the task (``model``), its data (``data``) and the
 ``trainer`` is a config key and a dotted command-line override (``--model.objective drfc``).
-``--config`` may be given several times (later files override earlier ones), ``--print_config`` shows the
-resolved config, and ``--ckpt_path`` (a path, or ``last``) resumes a run. The resolved config is saved
-in the run's log folder as ``config.yaml`` and logged as hyper-parameters to every logger (W&B's run config).
+
+- ``--config`` takes a path, or the bare name of a config shipped inside the package (``shallow_cifar.yaml``;
+  ``configs/shallow_cifar.yaml`` also finds the shipped file when there is no such file in the working folder).
+  It may be given several times (later files override earlier ones). ``--help`` starts with the shipped configs
+  and the objective names; an unknown objective fails while parsing, with ``--print_config`` too.
+- ``--ckpt_path`` (a path, or ``last``) resumes a run.
 
 Reliability (``pdrl.checkpointing``, ``pdrl.errors``, ``pdrl.callbacks.finite_guard``): checkpoints are written
 atomically to ``<trainer.default_root_dir>/checkpoints``; ``--ckpt_path last`` resumes the newest ``last*.ckpt``
@@ -12,32 +15,113 @@ there and continues the same W&B run (its id is stored in every checkpoint, with
 ``FiniteGuard(action="raise")`` is added when the config has none; a user error ends in one line
 ``pdrl: error: ...`` and exit status 2.
 
-W&B works offline with ``WANDB_MODE=offline`` (sync later with ``wandb sync``); without W&B use
-``--trainer.logger pytorch_lightning.loggers.CSVLogger --trainer.logger.save_dir runs`` (or
-``pytorch_lightning.loggers.TensorBoardLogger``).
+W&B (``pdrl.wandb_setup``): without ``WANDB_MODE`` and without an API key, W&B logs offline and one line says
+where and how to ``wandb sync`` it; a stock ``WandbLogger`` runs as ``pdrl.wandb_setup.WandbLogger`` (W&B's step
+is the trainer's step, also after a resume); the run is named ``<name>-<objective>``; the resolved config is
+written to the run's own folders (``<default_root_dir>/config.yaml``, and ``resolved_config.yaml`` in the W&B
+run's files, or ``config.yaml`` in a CSV/TensorBoard version folder) and logged as the W&B run config; the
+probe curve, the feature projection and the MI staircase are drawn by ``pdrl.callbacks.figures``.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 
+from jsonargparse import DefaultHelpFormatter
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
-from pdrl import checkpointing
+from pdrl import checkpointing, wandb_setup
+from pdrl.callbacks.figures import default_figure_callbacks
 from pdrl.callbacks.finite_guard import FiniteGuard
-from pdrl.errors import run_command
+from pdrl.errors import ConfigError, run_command
+from pdrl.losses import OBJECTIVES
+
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+USAGE = "python -m pdrl.fit --config NAME.yaml [--config MORE.yaml] [--section.key value ...] [--print_config]"
 
 
-class LoggedConfigCallback(SaveConfigCallback):
-    """Save the resolved config to the log folder (Lightning's default) and log it to every logger."""
+def shipped_configs() -> list[str]:
+    """The names of the configs shipped inside the package."""
+    return sorted(path.name for path in SHIPPED_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config(value: str) -> str:
+    """A ``--config`` value as a path: an existing file as given, else the shipped config of that name."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        return value
+    if path.parent in (Path("."), Path("configs")) and (SHIPPED_CONFIGS / path.name).is_file():
+        return str(SHIPPED_CONFIGS / path.name)
+    raise ConfigError(
+        f"Config {value} does not exist, neither as a file nor as a shipped config: give the path of a YAML file "
+        f"or one of the shipped names: {', '.join(shipped_configs())}."
+    )
+
+
+def resolve_config_args(args: list[str]) -> list[str]:
+    """``args`` with each ``--config``/``-c`` value resolved by :func:`resolve_config`."""
+    resolved, index = [], 0
+    while index < len(args):
+        argument = args[index]
+        if argument in ("--config", "-c") and index + 1 < len(args):
+            resolved += [argument, resolve_config(args[index + 1])]
+            index += 2
+            continue
+        if argument.startswith("--config="):
+            argument = "--config=" + resolve_config(argument.split("=", 1)[1])
+        resolved.append(argument)
+        index += 1
+    return resolved
+
+
+def help_description() -> str:
+    """The first lines of ``--help``: the shipped configs and the objective names."""
+    return (
+        f"Shipped configs (--config NAME): {', '.join(shipped_configs())}.\n"
+        f"Objectives (--model.objective NAME): {', '.join(OBJECTIVES)}.\n"
+        "Override any key on the command line, e.g. --model.objective drfc --trainer.max_steps 100; "
+        "--print_config shows the resolved config; --ckpt_path last resumes."
+    )
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, with the description's lines kept as written (one line per list)."""
+
+
+def _section(config, key: str):
+    """``config[key]`` when it is a class_path/init_args section, else None."""
+    value = config.get(key) if config is not None else None
+    return value if value is not None and hasattr(value, "get") and value.get("class_path") else None
+
+
+class RunConfigCallback(SaveConfigCallback):
+    """Write the resolved config to the run's own folders, log it to every logger, announce an offline W&B run."""
+
+    def __init__(self, *args, wandb_offline_notice: bool = False, **kwargs) -> None:
+        super().__init__(*args, save_to_log_dir=False, **kwargs)
+        self.wandb_offline_notice = wandb_offline_notice
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         config = self.config.clone()
         config.pop("config", None)  # the paths of the --config files, not settings
+        folders = [(Path(trainer.default_root_dir), "config.yaml")]
         for logger in trainer.loggers:
+            if isinstance(logger, LightningWandbLogger) and logger.experiment.settings.mode != "disabled":
+                folders.append((Path(logger.experiment.dir), "resolved_config.yaml"))
+                if self.wandb_offline_notice and logger.experiment.settings.mode == "offline":
+                    print(wandb_setup.offline_notice(logger.experiment), flush=True)
+            elif isinstance(logger, (CSVLogger, TensorBoardLogger)):
+                folders.append((Path(logger.log_dir), "config.yaml"))
             logger.log_hyperparams(config.as_dict())
+        for folder, name in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, str(folder / name), overwrite=True, multifile=False)
 
 
 class PdrlCLI(LightningCLI):
@@ -47,7 +131,17 @@ class PdrlCLI(LightningCLI):
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume from, or 'last'")
 
     def before_instantiate_classes(self) -> None:
-        """Resolve ``--ckpt_path last`` in the run folder, check the checkpoint, and continue its W&B run."""
+        """Resolve ``--ckpt_path last``, continue the checkpoint's W&B run, and name the run after its objective."""
+        logger = _section(self.config.trainer, "logger")
+        if logger is not None and logger.class_path in wandb_setup.STOCK_WANDB_LOGGERS:
+            logger.class_path = "pdrl.wandb_setup.WandbLogger"
+        is_wandb = logger is not None and logger.class_path.endswith("WandbLogger")
+        model = _section(self.config, "model")
+        objective = model.init_args.get("objective") if model is not None else None
+        if is_wandb and objective and not str(logger.init_args.get("name") or "").endswith(f"-{objective}"):
+            configs = self.config.get("config") or []
+            name = logger.init_args.get("name") or (Path(str(configs[-1])).stem if configs else "pdrl")
+            logger.init_args.name = f"{name}-{objective}"
         ckpt_path = self.config.get("ckpt_path")
         if ckpt_path is None:
             return
@@ -55,13 +149,12 @@ class PdrlCLI(LightningCLI):
             ckpt_path = str(checkpointing.find_last_checkpoint(self.config.trainer.default_root_dir or "."))
             self.config.ckpt_path = ckpt_path
         run_id = checkpointing.read_checkpoint(ckpt_path).get(checkpointing.WANDB_RUN_ID_KEY)
-        logger = self.config.trainer.get("logger")
-        if run_id is not None and logger is not None and str(logger.get("class_path", "")).endswith("WandbLogger"):
+        if run_id is not None and is_wandb:
             logger.init_args.id = run_id
             logger.init_args.resume = "allow"
 
     def after_instantiate_classes(self) -> None:
-        """Atomic checkpoints in ``<run folder>/checkpoints``, the W&B id in each, and a non-finite loss guard."""
+        """Atomic checkpoints in ``<run folder>/checkpoints``, the W&B id in each, a non-finite loss guard, figures."""
         trainer = self.trainer
         trainer.strategy.checkpoint_io = checkpointing.AtomicCheckpointIO()
         for callback in trainer.checkpoint_callbacks:
@@ -70,18 +163,29 @@ class PdrlCLI(LightningCLI):
         trainer.callbacks.extend([checkpointing.WandbRunId(), checkpointing.RandomState()])
         if not any(isinstance(callback, FiniteGuard) for callback in trainer.callbacks):
             trainer.callbacks.append(FiniteGuard(action="raise"))
+        trainer.callbacks.extend(default_figure_callbacks(trainer, self.model, self.datamodule))
 
 
 def main(args: list[str] | None = None) -> PdrlCLI:
     """Parse ``args`` (``sys.argv`` when None), build the task and fit it."""
+    if args is None:  # resolve in place: LightningCLI warns when given both args and a command line
+        sys.argv[1:] = resolve_config_args(sys.argv[1:])
+    else:
+        args = resolve_config_args(list(args))
+    offline = wandb_setup.choose_wandb_mode()
     cli = PdrlCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        save_config_callback=LoggedConfigCallback,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"exit_on_error": False},
+        save_config_callback=RunConfigCallback,
+        save_config_kwargs={"overwrite": True, "wandb_offline_notice": offline},
+        parser_kwargs={
+            "exit_on_error": False,
+            "usage": USAGE,
+            "description": help_description(),
+            "formatter_class": HelpFormatter,
+        },
         run=False,
         args=args,
     )

@@ -18,7 +18,11 @@ CHECK_KEY = "Check the config value"
 
 # (case id, extra command-line arguments, text the one-line message must contain)
 BAD_ARGUMENTS = [
-    ("unknown objective", ["--model.objective", "foo"], "Unknown objective 'foo': choose one of cpc, dm1"),
+    (
+        "unknown objective",
+        ["--model.objective", "foo"],
+        "model.objective: 'foo' is not one of the choices: cpc, infonce, pcc, drfc",
+    ),
     ("unknown objective argument", ["--model.objective_args", '{"bogus": 1}'], "takes no argument bogus"),
     (
         "alpha out of range",

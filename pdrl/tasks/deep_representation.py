@@ -61,6 +61,7 @@ from pdrl.losses import build_objective
 from pdrl.losses.contrastive import CPCLoss
 from pdrl.losses.locations import PooledCPCLoss, location_losses, location_mis
 from pdrl.nets.amdim import AMDIMEncoder, AMDIMFeatures
+from pdrl.tasks.names import ObjectiveName
 
 PAIRINGS = ("1to5", "1to7", "5to5")
 CPC_NEGATIVES = ("pooled", "per_location")
@@ -97,7 +98,7 @@ class DeepRepresentation(pl.LightningModule):
 
     def __init__(
         self,
-        objective: str = "drfc",
+        objective: ObjectiveName = "drfc",
         objective_args: dict[str, Any] | None = None,
         ndf: int = 192,
         n_rkhs: int = 1536,

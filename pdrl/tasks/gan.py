@@ -30,6 +30,7 @@ from pdrl.data.gaussian_grid import grid_metrics
 from pdrl.heads import SeparableCritic
 from pdrl.losses import build_objective
 from pdrl.nets.mlp import MLP
+from pdrl.tasks.names import ObjectiveName
 
 CODES = ("categorical", "uniform")
 GENERATOR_LOSSES = ("saturating", "non_saturating")
@@ -80,7 +81,7 @@ class GAN(LightningModule):
         code_dim: int = 25,
         hidden_dims: Sequence[int] = (128, 128, 128),
         beta: float = 0.0,
-        objective: str = "mice",
+        objective: ObjectiveName = "mice",
         objective_args: dict[str, Any] | None = None,
         critic_hidden_dims: Sequence[int] = (128, 128),
         critic_dim: int = 32,

@@ -18,6 +18,7 @@ from torch import nn
 from pdrl.heads import ConcatCritic, SeparableCritic
 from pdrl.losses import build_objective
 from pdrl.nets.mlp import MLP
+from pdrl.tasks.names import ObjectiveName
 
 CRITICS = ("separable", "concat")
 
@@ -66,7 +67,7 @@ class MIEstimation(LightningModule):
 
     def __init__(
         self,
-        objective: str = "pcc",
+        objective: ObjectiveName = "pcc",
         objective_args: dict[str, Any] | None = None,
         critic: str = "separable",
         dim: int = 20,

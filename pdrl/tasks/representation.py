@@ -7,6 +7,7 @@ from pytorch_lightning import LightningModule
 from torch import nn
 
 from pdrl.losses import build_objective
+from pdrl.tasks.names import ObjectiveName
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -50,7 +51,7 @@ class RepresentationLearning(LightningModule):
         encoder_a: nn.Module,
         encoder_b: nn.Module,
         critic: nn.Module,
-        objective: str = "pcc",
+        objective: ObjectiveName = "pcc",
         objective_args: dict | None = None,
         lr: float = 1e-4,
         fast: bool = True,

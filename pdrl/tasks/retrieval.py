@@ -28,6 +28,7 @@ from torchmetrics import MeanMetric
 from pdrl.heads import SeparableCritic
 from pdrl.losses import build_objective
 from pdrl.nets.mlp import MLP
+from pdrl.tasks.names import ObjectiveName
 
 
 class CrossModalRetrieval(LightningModule):
@@ -55,7 +56,7 @@ class CrossModalRetrieval(LightningModule):
         input_dim: int = 100,
         hidden_dims: Sequence[int] = (512, 512),
         embedding_dim: int = 128,
-        objective: str = "pcc",
+        objective: ObjectiveName = "pcc",
         objective_args: dict[str, Any] | None = None,
         temperature: float = 1.0,
         lr: float = 1e-3,

@@ -1,0 +1,55 @@
+"""The command line guides a new user: shipped configs by bare name, a --help that starts with the configs and
+the objectives, and an unknown objective refused while parsing, --print_config included."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pdrl.errors import run_command
+from pdrl.fit import SHIPPED_CONFIGS, main, resolve_config_args, shipped_configs
+from pdrl.losses import OBJECTIVES
+from tests.tiny_run import subprocess_env
+
+
+def test_bare_and_configs_names_resolve_to_the_shipped_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    shipped = str(SHIPPED_CONFIGS / "shallow_cifar.yaml")
+    assert resolve_config_args(["--config", "shallow_cifar.yaml"]) == ["--config", shipped]
+    assert resolve_config_args(["-c", "configs/shallow_cifar.yaml"]) == ["-c", shipped]
+    resolved = resolve_config_args(["--config=shallow_cifar.yaml", "--model.lr", "1"])
+    assert resolved == [f"--config={shipped}", "--model.lr", "1"]
+    (tmp_path / "shallow_cifar.yaml").write_text("seed_everything: 1\n")
+    assert resolve_config_args(["--config", "shallow_cifar.yaml"]) == ["--config", "shallow_cifar.yaml"]  # a file wins
+
+
+def test_a_missing_config_names_the_shipped_ones(capsys: pytest.CaptureFixture) -> None:
+    assert run_command(main, ["--config", "shalow_cifar.yaml", "--print_config"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("pdrl: error: Config shalow_cifar.yaml does not exist") and "shallow_cifar.yaml" in error
+
+
+def test_help_starts_with_the_configs_and_the_objectives() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pdrl.fit", "--help"], env=subprocess_env(), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0
+    head = result.stdout.splitlines()[:4]
+    assert head[0].startswith("usage: python -m pdrl.fit --config NAME.yaml")
+    assert head[2] == f"Shipped configs (--config NAME): {', '.join(shipped_configs())}."
+    assert head[3] == f"Objectives (--model.objective NAME): {', '.join(OBJECTIVES)}."
+    assert "LightningCLI's args parameter" not in result.stderr
+
+
+@pytest.mark.parametrize("config", ["quickstart_digits.yaml", "mi_gaussian.yaml", "deep_cifar_small.yaml"])
+def test_unknown_objective_fails_while_parsing_also_with_print_config(
+    config: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert run_command(main, ["--config", config, "--model.objective", "foo", "--print_config"]) == 2
+    captured = capsys.readouterr()
+    assert "objective: foo" not in captured.out  # nothing printed as if it were valid
+    message = captured.err.strip().splitlines()[-1]  # after Lightning's warning about pytest's own argv
+    assert message.startswith("pdrl: error: model.objective: 'foo' is not one of the choices: cpc, infonce, pcc")

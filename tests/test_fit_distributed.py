@@ -1,0 +1,130 @@
+"""One meaning per config: a shipped config trains the same objective on 1 process and on 2 (gloo, CPU).
+
+The quick start's model (encoders, critic, objective, optimiser, all from the shipped config) is trained for 2 steps
+through ``python -m pdrl.fit`` twice on the same global batches of 64 pairs: once on 1 process, once under DDP on 2
+processes with 32 pairs each. With the critic's ``gather_distributed: true`` every rank scores against the whole
+global batch, so the weights after 2 steps agree. A static check covers every shipped config.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from pytorch_lightning import LightningDataModule
+from torch.utils.data import DataLoader, TensorDataset
+
+from pdrl.fit import SHIPPED_CONFIGS, shipped_configs
+from tests.tiny_run import REPO, subprocess_env, write_config
+
+GLOBAL_BATCH = 64
+
+
+class FixedGlobalBatches(LightningDataModule):
+    """Fixed random pairs in fixed global batches; rank r of k gets rows ``[r * n, (r + 1) * n)`` of each (n = B / k).
+
+    That is the row order of the gathered columns, so 1 process with batch B and k ranks with B / k see the same
+    global score matrix.
+    """
+
+    def __init__(self, global_batch: int = GLOBAL_BATCH, num_batches: int = 2, dim: int = 32) -> None:
+        super().__init__()
+        self.global_batch, self.num_batches = global_batch, num_batches
+        generator = torch.Generator().manual_seed(0)
+        top = torch.randn(global_batch * num_batches, dim, generator=generator)
+        self.pairs = TensorDataset(top, top + 0.5 * torch.randn(top.shape, generator=generator))
+
+    def train_dataloader(self) -> DataLoader:
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        local = self.global_batch // world
+        batches = [
+            list(range(start + rank * local, start + (rank + 1) * local))
+            for start in range(0, self.global_batch * self.num_batches, self.global_batch)
+        ]
+        return DataLoader(self.pairs, batch_sampler=batches)
+
+
+def fit_quick_start(folder: Path, devices: int) -> dict[str, torch.Tensor]:
+    """2 steps of the shipped quick start on ``FixedGlobalBatches``; the weights of its last checkpoint."""
+    overrides = {
+        "trainer": {
+            "callbacks": [
+                {
+                    "class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                    "init_args": {"every_n_train_steps": 2, "save_last": True, "save_top_k": 0},
+                }
+            ]
+        }
+    }
+    run = folder / f"devices{devices}"
+    override = write_config(folder / f"override{devices}.yaml", overrides)
+    arguments = [
+        *("--config", "quickstart_digits.yaml", "--config", str(override)),
+        *("--data", "tests.test_fit_distributed.FixedGlobalBatches"),
+        *("--trainer.max_steps", "2", "--trainer.logger", "false", "--trainer.use_distributed_sampler", "false"),
+        *("--trainer.accelerator", "cpu", "--trainer.devices", str(devices), "--trainer.default_root_dir", str(run)),
+        *(("--trainer.strategy", "ddp") if devices > 1 else ()),
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "pdrl.fit", *arguments],
+        cwd=folder,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 2
+    return checkpoint["state_dict"]
+
+
+@pytest.mark.slow
+def test_quick_start_trains_the_same_on_one_process_and_on_two(tmp_path: Path) -> None:
+    single = fit_quick_start(tmp_path, devices=1)
+    two_ranks = fit_quick_start(tmp_path, devices=2)
+    assert single.keys() == two_ranks.keys()
+    # Adam moves each weight by about lr per step whatever the gradient's size, so float rounding in the DDP
+    # gradient average can move a weight with a tiny gradient by ~1e-6; scoring only the local half of the batch
+    # (gather_distributed: false) moves weights by up to a whole step (~lr)
+    lr = yaml.safe_load((SHIPPED_CONFIGS / "quickstart_digits.yaml").read_text())["model"]["init_args"]["lr"]
+    for name, weight in single.items():
+        torch.testing.assert_close(two_ranks[name], weight, rtol=0, atol=0.01 * lr, msg=f"{name} differs")
+
+
+def critics_that_can_gather(node: object) -> list[dict]:
+    """The init_args of every class_path in a config whose class takes ``gather_distributed``."""
+    found = []
+    if isinstance(node, dict):
+        if "class_path" in node and "gather_distributed" in _parameters(node["class_path"]):
+            found.append(node.get("init_args") or {})
+        for value in node.values():
+            found += critics_that_can_gather(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += critics_that_can_gather(value)
+    return found
+
+
+def _parameters(class_path: str) -> set[str]:
+    import importlib
+    import inspect
+
+    module, _, name = class_path.rpartition(".")
+    return set(inspect.signature(getattr(importlib.import_module(module), name)).parameters)
+
+
+@pytest.mark.parametrize("config", shipped_configs())
+def test_every_shipped_config_gathers_where_its_head_can(config: str) -> None:
+    """Each critic or task that takes ``gather_distributed`` sets it to true, so the global batch is the same on k."""
+    content = yaml.safe_load((SHIPPED_CONFIGS / config).read_text())
+    for init_args in critics_that_can_gather(content):
+        assert init_args.get("gather_distributed") is True, f"{config}: set gather_distributed: true in {init_args}"
+
+
+def test_configs_are_shipped_inside_the_package() -> None:
+    assert shipped_configs() == sorted(path.name for path in (REPO / "configs").glob("*.yaml"))
