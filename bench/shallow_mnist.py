@@ -1,13 +1,18 @@
-"""Benchmark: the shallow task on real MNIST with CPC, PCC and D-RFC (PD paper Sec. 5.2 setting).
+"""Benchmark: the shallow task on real MNIST (PD paper Sec. 5.2), its protocol and the fast path's parity.
 
-Trains ``configs/shallow_mnist.yaml`` (30-coupling RealNVP encoders, bilinear critic, Adam 1e-4, batch 128)
-for one objective within a wall-time budget, with the linear probe of the paper's protocol, and writes
-the probe's accuracy history to ``<out>/<objective>.json``. ``--report`` gathers those files, recomputes
-the raw top-half pixel baseline with scikit-learn's saga (the paper's solver) and with pdrl's L-BFGS
-solver, and writes ``bench/results/shallow_mnist.md``, ``.csv`` and ``.png``.
+``run`` trains ``configs/shallow_mnist.yaml`` (two 30-coupling RealNVPs, bilinear critic, Adam 1e-4, batch 128)
+for one objective and seed, with the linear probe (the paper's saga protocol) at step 0 (the untrained encoder) and
+every ``--probe-every`` steps, and writes the probe history and wall time to ``<out>/<tag>.json``. ``--max-steps``
+ends the run at a step; ``--minutes`` at a wall-time budget, whichever comes first.
 
-    python bench/shallow_mnist.py --objective pcc --minutes 40 --probe-every 250 --root /work/shared/data
-    python bench/shallow_mnist.py --report --root /work/shared/data
+``parity`` tabulates the probe accuracy of the fast path against the float32 path (mean ± std over seeds);
+``protocol`` tabulates and plots the full-protocol curves of CPC, PCC and D-RFC. Both write to bench/results/.
+
+    python bench/shallow_mnist.py run --objective pcc --seed 0 --fast false --max-steps 2000 --probe-every 2000 \\
+        --tag parity_fp32_seed0 --root ../shared/data
+    python bench/shallow_mnist.py parity --out runs/bench_shallow
+    python bench/shallow_mnist.py run --objective cpc --max-steps 21000 --probe-every 1000 --tag protocol_cpc
+    python bench/shallow_mnist.py protocol --out runs/bench_shallow
 """
 
 from __future__ import annotations
@@ -16,183 +21,149 @@ import argparse
 import json
 import os
 import platform
+import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 RESULTS = Path(__file__).parent / "results"
-OBJECTIVES = ("cpc", "pcc", "drfc")
+CONFIG = Path(__file__).parents[1] / "configs" / "shallow_mnist.yaml"
 
 
-def train(
-    objective: str, minutes: float, probe_every: int, probe_max_iter: int, root: str, out: Path, threads: int
-) -> None:
+def run(args: argparse.Namespace) -> None:
     from pdrl.callbacks.linear_probe import LinearProbe
     from pdrl.fit import main
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
-    cli = main(
-        [
-            "--config",
-            str(Path(__file__).parents[1] / "configs" / "shallow_mnist.yaml"),
-            "--model.objective",
-            objective,
-            "--data.root",
-            root,
-            "--data.download",
-            "false",
-            "--trainer.max_time",
-            f"00:00:{int(minutes):02d}:00",
-            "--trainer.logger",
-            "pytorch_lightning.loggers.CSVLogger",
-            "--trainer.logger.save_dir",
-            str(out / "logs"),
-            "--trainer.logger.name",
-            objective,
-            "--trainer.default_root_dir",
-            str(out / objective),
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.callbacks.init_args.every_n_steps",
-            str(probe_every),
-            "--trainer.callbacks.init_args.max_iter",
-            str(probe_max_iter),
-            "--trainer.callbacks.init_args.raw_pixel_baseline",
-            "false",  # --report computes it once, two solvers
-        ]
-    )
+    cli = main([
+        "--config", str(CONFIG), "--seed_everything", str(args.seed),
+        "--model.objective", args.objective, "--model.fast", args.fast,
+        "--data.root", args.root, "--data.download", "false",
+        "--trainer.max_steps", str(args.max_steps),
+        "--trainer.max_time", f"00:00:{int(args.minutes):02d}:00",
+        "--trainer.logger", "pytorch_lightning.loggers.CSVLogger",
+        "--trainer.logger.save_dir", str(args.out / "logs"), "--trainer.logger.name", args.tag,
+        "--trainer.default_root_dir", str(args.out / args.tag),
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.callbacks.init_args.every_n_steps", str(args.probe_every),
+    ])  # fmt: skip
     probe = next(callback for callback in cli.trainer.callbacks if isinstance(callback, LinearProbe))
     result = {
-        "objective": objective,
-        "steps": cli.trainer.global_step,
-        "wall_seconds": time.perf_counter() - started,
-        "threads": threads,
-        "probe_every": probe_every,
-        "probe_max_iter": probe_max_iter,
-        "history": probe.history,
-        "raw_pixel_accuracy_lbfgs": probe.raw_pixel_accuracy,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{objective}.json").write_text(json.dumps(result, indent=1))
+        "tag": args.tag, "objective": args.objective, "seed": args.seed, "fast": args.fast == "true",
+        "steps": cli.trainer.global_step, "wall_seconds": time.perf_counter() - started, "threads": args.threads,
+        "load_before": load_before, "load_after": os.getloadavg()[0], "solver": probe.solver,
+        "history": probe.history, "raw_pixel_accuracy": probe.raw_pixel_accuracy,
+        "command": "python bench/shallow_mnist.py " + " ".join(sys.argv[1:]),
+    }  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.tag}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({key: value for key, value in result.items() if key != "history"}))
 
 
-def raw_pixel_baselines(root: str, max_iter: int) -> dict[str, float]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import MinMaxScaler
-
-    from pdrl.callbacks.linear_probe import linear_probe_accuracy
-    from pdrl.data.images import MNISTDataModule
-
-    datamodule = MNISTDataModule(root, download=False)
-    train_x, train_y = datamodule.probe_dataset("train").tensors
-    test_x, test_y = datamodule.probe_dataset("test").tensors
-    started = time.perf_counter()
-    scaler = MinMaxScaler().fit(train_x.numpy())
-    classifier = LogisticRegression(C=10, solver="saga", tol=0.1)
-    classifier.fit(scaler.transform(train_x.numpy()), train_y.numpy())
-    saga = classifier.score(scaler.transform(test_x.numpy()), test_y.numpy())
-    saga_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    lbfgs = linear_probe_accuracy(train_x, train_y, test_x, test_y, max_iter=max_iter)
-    return {"saga": saga, "saga_seconds": saga_seconds, "lbfgs": lbfgs, "lbfgs_seconds": time.perf_counter() - started}
+def load_runs(out: Path, prefix: str) -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted(out.glob(f"{prefix}*.json"))]
 
 
-def report(root: str, out: Path, minutes: float) -> None:
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, no GPU, torch {torch.__version__}"
+
+
+def mean_std(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.mean(values):.4f} ± {spread:.4f}"
+
+
+def parity(args: argparse.Namespace) -> None:
+    runs = load_runs(args.out, "parity_")
+    lines = [
+        "# Shallow MNIST: the fast path learns what the float32 path learns",
+        "",
+        f"Machine: {machine()}. Setting: `configs/shallow_mnist.yaml`, PCC, 2000 steps, probe (saga, the paper's "
+        "protocol) at step 0 and 2000. `fast: true` is bf16 autocast + torch.compile + fused Adam; `fast: false` is "
+        "float32 eager with the same Adam. Each seed sets the initial weights and the batch order of both paths.",
+        "",
+        "| path | seeds | step 0 (untrained) | step 2000 | wall time per run (min) | load avg (before/after) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for fast in (False, True):
+        group = [entry for entry in runs if entry["fast"] == fast]
+        if not group:
+            continue
+        first = [entry["history"][0]["accuracy"] for entry in group]
+        last = [entry["history"][-1]["accuracy"] for entry in group]
+        minutes = ", ".join(f"{entry['wall_seconds'] / 60:.1f}" for entry in group)
+        loads = ", ".join(f"{entry['load_before']:.1f}/{entry['load_after']:.1f}" for entry in group)
+        name = "fast (bf16 + compile)" if fast else "float32"
+        lines.append(
+            f"| {name} | {', '.join(str(e['seed']) for e in group)} | {mean_std(first)} | {mean_std(last)} | "
+            f"{minutes} | {loads} |"
+        )
+    lines += ["", "Per run:", ""]
+    lines += [f"- `{e['command']}`: {[(h['step'], round(h['accuracy'], 4)) for h in e['history']]}, "
+              f"{e['steps']} steps, {e['wall_seconds']:.0f} s" for e in runs]  # fmt: skip
+    raw = {e["raw_pixel_accuracy"] for e in runs}
+    lines += ["", f"Raw top-half pixels, same protocol: {', '.join(f'{r:.4f}' for r in raw)}.", ""]
+    (RESULTS / "shallow_parity.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def protocol(args: argparse.Namespace) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    torch.set_num_threads(1)
-    runs = [json.loads((out / f"{name}.json").read_text()) for name in OBJECTIVES if (out / f"{name}.json").exists()]
-    baseline = raw_pixel_baselines(root, runs[0]["probe_max_iter"] if runs else 500)
-    rows = ["objective,step,probe_accuracy,probe_seconds"]
+    runs = load_runs(args.out, "protocol_")
     figure, axes = plt.subplots(figsize=(6, 4))
-    for run in runs:
-        steps = [entry["step"] for entry in run["history"]]
-        accuracies = [entry["accuracy"] for entry in run["history"]]
-        rows += [f"{run['objective']},{e['step']},{e['accuracy']:.4f},{e['seconds']:.1f}" for e in run["history"]]
-        axes.plot(steps, accuracies, marker="o", label=run["objective"].upper())
-    axes.axhline(baseline["saga"], color="grey", linestyle="--", label=f"raw top half (saga) {baseline['saga']:.4f}")
-    axes.set(xlabel="training step", ylabel="linear probe test accuracy", title="Shallow MNIST (2-core CPU)")
+    lines = [
+        "# Shallow MNIST: the PD paper's protocol, CPC vs PCC vs D-RFC",
+        "",
+        f"Machine: {machine()}. Setting: `configs/shallow_mnist.yaml` (two 30-coupling RealNVPs 512-512, init std "
+        "1e-4, bilinear critic, Adam 1e-4, batch 128, the default fast path), seed 0, probe (saga, the paper's "
+        "protocol, C = 10) at step 0 (the untrained encoder) and every 1000 steps.",
+        "",
+        "| objective | steps | wall time (min) | threads | load (before/after) | step 0 | last | best | curve |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in runs:
+        steps = [h["step"] for h in entry["history"]]
+        accuracy = [h["accuracy"] for h in entry["history"]]
+        axes.plot(steps, accuracy, marker=".", label=entry["objective"].upper())
+        curve = ", ".join(f"{s}: {a:.4f}" for s, a in zip(steps, accuracy, strict=True))
+        lines.append(
+            f"| {entry['objective'].upper()} | {entry['steps']} | {entry['wall_seconds'] / 60:.1f} | {entry['threads']} "
+            f"| {entry['load_before']:.1f}/{entry['load_after']:.1f} | {accuracy[0]:.4f} | {accuracy[-1]:.4f} | "
+            f"{max(accuracy):.4f} | {curve} |"
+        )
+    raw = runs[0]["raw_pixel_accuracy"] if runs else float("nan")
+    axes.axhline(raw, color="grey", linestyle="--", label=f"raw top half {raw:.4f}")
+    axes.set(xlabel="training step", ylabel="linear probe test accuracy", title="Shallow MNIST, 2-core CPU")
     axes.legend()
     figure.tight_layout()
     figure.savefig(RESULTS / "shallow_mnist.png", dpi=120)
-    (RESULTS / "shallow_mnist.csv").write_text("\n".join(rows) + "\n")
-
-    lines = [
-        "# Shallow task on MNIST: CPC vs PCC vs D-RFC",
-        "",
-        f"Machine: 2-core CPU shared with other jobs, no GPU ({platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}). No GPU was lent to this task, so the 21000-step protocol was not run; "
-        "CIFAR10 cannot be downloaded here, so only MNIST was run.",
-        "",
-        "Setting: `configs/shallow_mnist.yaml` (the paper's: top/bottom halves, two 30-coupling additive RealNVP "
-        "encoders with 512-512 shift MLPs, init std 1e-4, bilinear critic, Adam 1e-4, batch 128) on real MNIST. "
-        "Probe: the paper's protocol (F(top half) of all 60000 train and 10000 test images, min-max scaled, "
-        "multinomial logistic regression with C = 10 fitted from scratch) solved by pdrl's full-batch L-BFGS "
-        "(`pdrl.callbacks.linear_probe`), because scikit-learn's saga would need the features moved off the "
-        "device; the two solvers agree on the raw pixels below. The probe ran every "
-        f"{runs[0]['probe_every'] if runs else '?'} steps (the paper: 1000) because this shared CPU reaches only a "
-        "few hundred steps in the budget; a run stopped by the budget between two probes is probed once more.",
-        "",
-        "Commands (the three ran at the same time, 1 thread each):",
-        "",
-        "```bash",
-        *[
-            f"PYTHONPATH=$PWD python bench/shallow_mnist.py --objective {run['objective']} --minutes {minutes:g} "
-            f"--probe-every {run['probe_every']} --probe-max-iter {run['probe_max_iter']} --root /work/shared/data &"
-            for run in runs
-        ],
-        "PYTHONPATH=$PWD python bench/shallow_mnist.py --report --root /work/shared/data",
-        "```",
-        "",
-        "## Raw top-half pixel baseline (392 pixels, same protocol)",
-        "",
-        "| solver | test accuracy | seconds |",
-        "|---|---|---|",
-        f"| scikit-learn `LogisticRegression(C=10, solver='saga', tol=0.1)` | {baseline['saga']:.4f} | "
-        f"{baseline['saga_seconds']:.1f} |",
-        f"| pdrl L-BFGS (C = 10) | {baseline['lbfgs']:.4f} | {baseline['lbfgs_seconds']:.1f} |",
-        "",
-        "## Probe accuracy per objective",
-        "",
-        "| objective | steps reached | wall time (min) | accuracy by step |",
-        "|---|---|---|---|",
-    ]
-    for run in runs:
-        curve = ", ".join(f"{e['step']}: {e['accuracy']:.4f}" for e in run["history"])
-        lines.append(f"| {run['objective'].upper()} | {run['steps']} | {run['wall_seconds'] / 60:.1f} | {curve} |")
-    lines += ["", "Curve: `shallow_mnist.png`; every probe (with its seconds) in `shallow_mnist.csv`.", ""]
-    (RESULTS / "shallow_mnist.md").write_text("\n".join(lines))
+    lines += ["", f"Raw top-half pixels: {raw:.4f}. Curve: `shallow_mnist.png`. Commands:", ""]
+    lines += [f"- `{entry['command']}`" for entry in runs]
+    (RESULTS / "shallow_mnist.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--objective", choices=OBJECTIVES)
-    parser.add_argument("--minutes", type=float, default=40.0, help="wall-time budget of the training")
+    parser.add_argument("action", choices=("run", "parity", "protocol"))
+    parser.add_argument("--objective", default="pcc", choices=("cpc", "pcc", "drfc"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fast", default="true", choices=("true", "false"))
+    parser.add_argument("--max-steps", type=int, default=21000)
+    parser.add_argument("--minutes", type=float, default=59.0, help="wall-time budget of the training")
     parser.add_argument("--probe-every", type=int, default=1000)
-    parser.add_argument("--probe-max-iter", type=int, default=500, help="L-BFGS iterations of the probe")
-    parser.add_argument("--root", default=os.environ.get("PDRL_DATA", "data"), help="folder holding MNIST/raw")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench_shallow_mnist"))
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--report", action="store_true", help="write bench/results/shallow_mnist.* from the runs")
+    parser.add_argument("--root", default="../shared/data", help="folder holding MNIST/raw")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_shallow"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tag", default=None)
     arguments = parser.parse_args()
-    if arguments.report:
-        report(arguments.root, arguments.out, arguments.minutes)
-    elif arguments.objective:
-        train(
-            arguments.objective,
-            arguments.minutes,
-            arguments.probe_every,
-            arguments.probe_max_iter,
-            arguments.root,
-            arguments.out,
-            arguments.threads,
-        )
-    else:
-        parser.error("give --objective NAME to train, or --report")
+    arguments.tag = arguments.tag or f"{arguments.objective}_seed{arguments.seed}_fast{arguments.fast}"
+    {"run": run, "parity": parity, "protocol": protocol}[arguments.action](arguments)
