@@ -48,38 +48,51 @@ class ScoreMatrix:
 
     Entries the layout excludes (SimCLR's self-pairs) take no part in any mean: their values are replaced
     by 0 here, so they get no gradient whatever the critic put there.
+
+    The bookkeeping is written for scores with trailing axes after the two pair axes, ``(n, m, *K)``: the
+    masks broadcast over them and every mean reduces the pair axes only, so it returns one value per trailing
+    index (``pdrl.losses.locations.LocationScoreMatrix`` stacks location matrices that way). ``ScoreMatrix``
+    itself takes a single 2-D matrix.
     """
 
     def __init__(self, scores: torch.Tensor, layout: Layout | None = None) -> None:
         if scores.dim() != 2:
             raise ValueError(f"scores must be a 2-D (n, m) matrix of critic values, got shape {tuple(scores.shape)}.")
+        self._place(scores, layout)
+
+    def _place(self, scores: torch.Tensor, layout: Layout | None) -> None:
+        """Resolve ``layout`` for the pair axes of ``(n, m, *K)`` scores and build the masks and joint entries."""
         if layout is not None and not isinstance(layout, Layout):
             raise TypeError(
                 "layout must be a pdrl.losses layout (PairedLayout(), TwoViewLayout() or QueueLayout(K)), "
                 f"got {layout!r}."
             )
         self.layout = layout if layout is not None else PairedLayout()
-        n_rows, n_cols = scores.shape
+        n_rows, n_cols = scores.shape[:2]
         placement = self.layout.place(n_rows, n_cols, scores.device)
         if placement.n_negatives < 1:
             raise ValueError(
                 f"scores of shape {tuple(scores.shape)} in {self.layout!r} have no marginal (negative) pair: "
                 "a batch needs at least 2 pairs (or a non-empty queue)."
             )
+        trailing = (1,) * (scores.dim() - 2)  # the masks are (n, m), broadcast over any trailing axes
         scores = scores if scores.dtype == torch.float64 else scores.float()
-        self.excluded_mask = placement.excluded
+        self.excluded_mask = None
         if placement.excluded is not None:
-            scores = scores.masked_fill(placement.excluded, 0.0)
+            self.excluded_mask = placement.excluded.view(n_rows, n_cols, *trailing)
+            scores = scores.masked_fill(self.excluded_mask, 0.0)
         self.scores = scores
         self.n_rows, self.n_cols = n_rows, n_cols
         self.synced, self.n_total_rows = placement.synced, placement.n_total_rows
         self.n_negatives = placement.n_negatives
         rows = torch.arange(n_rows, device=scores.device)
-        self.positive_mask = torch.zeros_like(self.scores, dtype=torch.bool)
-        self.positive_mask[rows, placement.positive_columns] = True
-        self.marginal_mask = ~self.positive_mask
+        positive = torch.zeros(n_rows, n_cols, dtype=torch.bool, device=scores.device)
+        positive[rows, placement.positive_columns] = True
+        marginal = ~positive
         if placement.excluded is not None:
-            self.marginal_mask &= ~placement.excluded
+            marginal &= ~placement.excluded
+        self.positive_mask = positive.view(n_rows, n_cols, *trailing)
+        self.marginal_mask = marginal.view(n_rows, n_cols, *trailing)
         self.joint = self.scores[rows, placement.positive_columns]
 
     @property
@@ -102,23 +115,24 @@ class ScoreMatrix:
 
     def joint_mean(self, values: torch.Tensor) -> torch.Tensor:
         """Mean of per-joint-pair ``values`` (shape ``(n,)``) over the global batch."""
-        return self._global_sum(values.sum()) / self.n_joint
+        return self._global_sum(values.sum(dim=0)) / self.n_joint
 
     def marginal_mean(self, values: torch.Tensor) -> torch.Tensor:
         """Mean of an ``(n, m)`` matrix of ``values`` over the marginal entries."""
-        return self._global_sum(values.masked_fill(~self.marginal_mask, 0.0).sum()) / self.n_marginal
+        return self._global_sum(values.masked_fill(~self.marginal_mask, 0.0).sum(dim=(0, 1))) / self.n_marginal
 
     def all_pairs_mean(self, values: torch.Tensor) -> torch.Tensor:
         """Mean of an ``(n, m)`` matrix of ``values`` over every joint and marginal entry of the global matrix."""
         if self.excluded_mask is not None:
             values = values.masked_fill(self.excluded_mask, 0.0)
-        return self._global_sum(values.sum()) / (self.n_total_rows * self.n_candidates)
+        return self._global_sum(values.sum(dim=(0, 1))) / (self.n_total_rows * self.n_candidates)
 
     def marginal_logmeanexp(self, values: torch.Tensor) -> torch.Tensor:
         """``log mean exp`` of ``values`` over the marginal entries, stable and global over ranks."""
         masked = values.masked_fill(~self.marginal_mask, -math.inf)
-        shift = distributed.max_over_ranks(masked.detach().amax()) if self.synced else masked.detach().amax()
-        total = self._global_sum(torch.exp(masked - shift).sum())
+        shift = masked.detach().amax(dim=(0, 1))
+        shift = distributed.max_over_ranks(shift) if self.synced else shift
+        total = self._global_sum(torch.exp(masked - shift).sum(dim=(0, 1)))
         return shift + torch.log(total) - math.log(self.n_marginal)
 
     def row_logsumexp(self, values: torch.Tensor) -> torch.Tensor:
