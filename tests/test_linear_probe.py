@@ -17,6 +17,7 @@ from sklearn.preprocessing import MinMaxScaler
 from torch.utils.data import TensorDataset
 
 from pdrl.callbacks.linear_probe import LinearProbe, gather_shards, linear_probe_accuracy, minmax_scale
+from pdrl.nets.realnvp import RealNVP
 
 
 def digits_split(columns: slice) -> tuple[torch.Tensor, ...]:
@@ -38,7 +39,7 @@ def sklearn_accuracy(train_x, train_y, test_x, test_y, **solver) -> float:
 def test_probe_matches_the_papers_saga_solver_on_top_half_pixels():
     """The paper's solver, ``LogisticRegression(C=10, solver="saga", tol=0.1)``, on the digits' top-half view."""
     train_x, train_y, test_x, test_y = digits_split(slice(0, 32))
-    ours = linear_probe_accuracy(train_x, train_y, test_x, test_y, C=10.0)
+    ours = linear_probe_accuracy(train_x, train_y, test_x, test_y, C=10.0, solver="lbfgs")
     reference = sklearn_accuracy(train_x, train_y, test_x, test_y, solver="saga", tol=0.1)
     assert abs(ours - reference) <= 0.005, (ours, reference)
 
@@ -53,19 +54,61 @@ def test_probe_matches_sklearn_converged_fit(features):
     if features == "random_relu_features":
         projection = torch.randn(64, 128, generator=torch.Generator().manual_seed(0))
         train_x, test_x = torch.relu(train_x @ projection), torch.relu(test_x @ projection)
-    ours = linear_probe_accuracy(train_x, train_y, test_x, test_y, C=10.0)
+    ours = linear_probe_accuracy(train_x, train_y, test_x, test_y, C=10.0, solver="lbfgs")
     reference = sklearn_accuracy(train_x, train_y, test_x, test_y, solver="lbfgs", tol=1e-6, max_iter=3000)
     assert abs(ours - reference) <= 0.005, (ours, reference)
 
 
-def test_minmax_scale_matches_sklearn_with_a_constant_feature():
+def test_minmax_scale_matches_sklearn_and_zeroes_a_constant_feature():
     train = torch.randn(50, 4, dtype=torch.float64)
     train[:, 2] = 3.0
     test = torch.randn(20, 4, dtype=torch.float64)
     scaler = MinMaxScaler().fit(train.numpy())
     scaled_train, scaled_test = minmax_scale(train, test)
-    torch.testing.assert_close(scaled_train, torch.from_numpy(scaler.transform(train.numpy())))
-    torch.testing.assert_close(scaled_test, torch.from_numpy(scaler.transform(test.numpy())))
+    varying = [0, 1, 3]
+    torch.testing.assert_close(scaled_train[:, varying], torch.from_numpy(scaler.transform(train.numpy()))[:, varying])
+    torch.testing.assert_close(scaled_test[:, varying], torch.from_numpy(scaler.transform(test.numpy()))[:, varying])
+    assert scaled_train[:, 2].eq(0).all() and scaled_test[:, 2].eq(0).all()
+
+
+def test_numerically_constant_features_of_an_untrained_flow_are_not_blown_up():
+    """The case of issue 11: pixels constant over train pass through a near-identity RealNVP (init std 1e-4) and come
+    out with a range of about 1e-9. Min-max scaling must not stretch that float noise to [0, 1], where it would act
+    as a nonlinear feature of the other pixels and flatter the untrained encoder."""
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.rand(400, 16, generator=generator)
+    pixels[:, [3, 9]] = 0.0  # constant over the train split, like MNIST's 43 always-black top-half pixels
+    flow = RealNVP(dim=16, num_couplings=6, hidden_dims=(32,), init_std=1e-4, seed=0)
+    with torch.no_grad():
+        features = flow(pixels)
+    spans = features.amax(0) - features.amin(0)
+    noise = spans < 1e-6
+    assert 1 <= int(noise.sum()) <= 2 and spans[noise].max() > 0  # float noise, not exact constants
+    scaled, _ = minmax_scale(features, features)
+    assert scaled[:, noise].eq(0).all()
+    assert torch.allclose(scaled[:, ~noise].amax(0), torch.ones(int((~noise).sum()), dtype=torch.float64))
+    unguarded, _ = minmax_scale(features, features, constant_tolerance=0.0)
+    assert torch.allclose(unguarded[:, noise].amax(0), torch.ones(int(noise.sum()), dtype=torch.float64))
+
+
+def test_saga_solver_is_scikit_learns_exactly_and_differs_from_lbfgs_in_high_dimension():
+    """1536 random ReLU features of the digits, the size of a CIFAR10 half-image: the paper's saga (tol=0.1) stops
+    early, which regularises, so pdrl's L-BFGS at the optimum reads differently. ``solver="saga"`` gives
+    scikit-learn's number exactly."""
+    digits = load_digits()
+    features = torch.tensor(digits.data, dtype=torch.float32)
+    train_x, test_x, train_y, test_y = train_test_split(
+        features, torch.tensor(digits.target), test_size=0.25, random_state=0, stratify=digits.target
+    )
+    projection = torch.randn(64, 1536, generator=torch.Generator().manual_seed(0))
+    train_x, test_x = torch.relu(train_x @ projection), torch.relu(test_x @ projection)
+    saga = linear_probe_accuracy(train_x, train_y, test_x, test_y, C=10.0, solver="saga")
+    reference = sklearn_accuracy(train_x, train_y, test_x, test_y, solver="saga", tol=0.1)
+    assert saga == reference
+    lbfgs = linear_probe_accuracy(train_x, train_y, test_x, test_y, C=10.0, solver="lbfgs")
+    assert abs(lbfgs - saga) >= 0.01, (lbfgs, saga)
+    with pytest.raises(ValueError, match="solver"):
+        linear_probe_accuracy(train_x, train_y, test_x, test_y, solver="newton")
 
 
 class TinyEncoder(LightningModule):

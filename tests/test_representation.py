@@ -65,7 +65,7 @@ def test_quickstart_digits_runs_with_wandb_disabled_and_prints_the_probe(tmp_pat
     ])  # fmt: skip
     assert cli.trainer.global_step == 2
     probe = probe_of(cli)
-    assert [entry["step"] for entry in probe.history] == [2]
+    assert [entry["step"] for entry in probe.history] == [0, 2]  # step 0: the untrained encoder
     assert 0.5 < probe.raw_pixel_accuracy <= 1.0
     printed = capsys.readouterr().out
     assert "probe at step 2: accuracy" in printed and "raw-pixel baseline" in printed
@@ -92,7 +92,7 @@ def test_shallow_configs_run_one_step_on_tiny_fake_data(tmp_path, fake_data, con
     ])  # fmt: skip
     assert cli.trainer.global_step == 1
     assert cli.model.hparams.objective == objective
-    assert [entry["step"] for entry in probe_of(cli).history] == [1]
+    assert [entry["step"] for entry in probe_of(cli).history] == [0, 1]
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
 
@@ -101,7 +101,7 @@ def test_resume_continues_the_same_run(tmp_path):
               "--trainer.callbacks.init_args.max_iter", "20", *csv_logger(tmp_path)]  # fmt: skip
     first = main([*common, "--trainer.max_steps", "3"])
     history = [dict(entry) for entry in probe_of(first).history]
-    assert [entry["step"] for entry in history] == [2, 3]
+    assert [entry["step"] for entry in history] == [0, 2, 3]
     logged = yaml.safe_load((Path(first.trainer.logger.log_dir) / "hparams.yaml").read_text())
     assert logged["model"]["init_args"]["objective"] == "pcc"  # the resolved config reached the logger
     checkpoint = tmp_path / "checkpoints" / "last.ckpt"  # the config's ModelCheckpoint saves it at the end
@@ -111,5 +111,42 @@ def test_resume_continues_the_same_run(tmp_path):
     assert second.trainer.global_step == 5
     resumed = probe_of(second)
     assert resumed.history[:2] == history  # restored from the checkpoint, not recomputed
-    assert [entry["step"] for entry in resumed.history] == [2, 3, 4, 5]
+    assert [entry["step"] for entry in resumed.history] == [0, 2, 3, 4, 5]
     assert resumed.raw_pixel_accuracy == probe_of(first).raw_pixel_accuracy
+
+
+def _tiny_task(fast: bool) -> RepresentationLearning:
+    torch.manual_seed(0)
+    return RepresentationLearning(
+        RealNVP(dim=8, num_couplings=2, hidden_dims=(16,), init_std=0.3, seed=0),
+        RealNVP(dim=8, num_couplings=2, hidden_dims=(16,), init_std=0.3, seed=1),
+        SeparableCritic(),
+        objective="pcc",
+        fast=fast,
+    )
+
+
+def test_fast_path_is_bf16_compiled_and_close_to_float32():
+    """``fast: true``: bf16 autocast on this CPU (it has AVX512-BF16; elsewhere float32), a compiled encoder pair and
+    fused Adam; the loss and gradients stay within bf16 rounding of the float32 path, and ``fast: false`` is float32."""
+    from pdrl.tasks.representation import bf16_is_fast
+
+    batch = (torch.rand(32, 8), torch.rand(32, 8))
+    results = {}
+    for fast in (False, True):
+        task = _tiny_task(fast)
+        task.log = lambda *args, **kwargs: None  # no Trainer here
+        loss = task.training_step(batch, 0)
+        loss.backward()
+        gradient = torch.cat([p.grad.flatten() for p in task.parameters()])
+        results[fast] = (loss.detach(), gradient, task.embed(batch[0]), task)
+    loss_fp32, gradient_fp32, features_fp32, slow = results[False]
+    loss_fast, gradient_fast, features_fast, fast_task = results[True]
+    assert slow._compiled_encode is None and fast_task._compiled_encode is not None
+    assert features_fast.dtype == torch.float32 and loss_fast.dtype == torch.float32
+    torch.testing.assert_close(loss_fast, loss_fp32, rtol=0.02, atol=0.02)
+    assert torch.nn.functional.cosine_similarity(gradient_fast, gradient_fp32, dim=0) > 0.99
+    if bf16_is_fast(torch.device("cpu")):  # bf16 really ran: the features carry bf16 rounding
+        assert 0 < (features_fast - features_fp32).abs().max() < 0.05
+    assert slow.configure_optimizers().defaults["fused"] is None
+    assert fast_task.configure_optimizers().defaults["fused"] is True
