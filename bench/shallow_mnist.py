@@ -135,7 +135,8 @@ def protocol(args: argparse.Namespace) -> None:
         axes.plot(steps, accuracy, marker=".", label=entry["objective"].upper())
         curve = ", ".join(f"{s}: {a:.4f}" for s, a in zip(steps, accuracy, strict=True))
         lines.append(
-            f"| {entry['objective'].upper()} | {entry['steps']} | {entry['wall_seconds'] / 60:.1f} | {entry['threads']} "
+            f"| {entry['objective'].upper()} | {entry['steps']} | {entry['wall_seconds'] / 60:.1f} "
+            f"| {entry['threads']} "
             f"| {entry['load_before']:.1f}/{entry['load_after']:.1f} | {accuracy[0]:.4f} | {accuracy[-1]:.4f} | "
             f"{max(accuracy):.4f} | {curve} |"
         )

@@ -89,7 +89,8 @@ def time_probe(cli) -> dict[str, float]:
     learned = time.perf_counter() - started
     probe.raw_pixel_accuracy = None
     started = time.perf_counter()
-    probe._accuracy(trainer, cli.model.device, *(probe._raw_inputs(d, cli.model.device) for d in probe._datasets(trainer)))
+    device = cli.model.device
+    probe._accuracy(trainer, device, *(probe._raw_inputs(split, device) for split in probe._datasets(trainer)))
     raw = time.perf_counter() - started
     return {"probe_seconds": learned, "probe_accuracy": probe.history[-1]["accuracy"], "raw_fit_seconds": raw}
 

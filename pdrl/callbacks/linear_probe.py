@@ -4,12 +4,18 @@ The protocol: embed the *full* train and test splits with the encoder F (once pe
 gradient), min-max scale the features with the train split's range, fit a multinomial logistic
 regression from scratch on the train features, report accuracy on the test features.
 
-The paper fits scikit-learn's ``LogisticRegression(C=10, solver="saga", tol=0.1)`` (``solver="saga"`` here, exactly). The default
-is fitted in PyTorch by full-batch L-BFGS on the same objective, on the features' own device::
+Two solvers of the same model (``LinearProbe(solver=...)``):
 
-    minimise  mean_i CE(W x_i + b, y_i) + ||W||^2 / (2 C n)       (scikit-learn: C * sum_i CE + ||W||^2 / 2)
+- ``"saga"`` (default): scikit-learn's ``LogisticRegression(C=10, solver="saga", tol=0.1)``, the paper's protocol,
+  exactly (``tests/test_linear_probe.py`` checks equality); on the CPU, about 2.5 s for MNIST's 60000 x 392.
+- ``"lbfgs"``: full-batch L-BFGS in PyTorch on the features' own device, to the optimum of::
 
-which ``tests/test_linear_probe.py`` shows matches scikit-learn's accuracy within half a point.
+      minimise  mean_i CE(W x_i + b, y_i) + ||W||^2 / (2 C n)       (scikit-learn: C * sum_i CE + ||W||^2 / 2)
+
+  Fast on a GPU. On 392-d MNIST it agrees with saga; on high-dimensional features saga's early stop regularises
+  and the two differ by points (the test builds a 1536-d case).
+
+Features whose train range is numerically zero are zeroed, not stretched (``minmax_scale``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ from pytorch_lightning.loggers import WandbLogger
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from pdrl import distributed
-
 
 CONSTANT_TOLERANCE = 1e-6
 SOLVERS = ("lbfgs", "saga")
