@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from pdrl import distributed
+from pdrl.errors import ConfigError
 from pdrl.nets.mlp import MLP, constrain
 
 
@@ -54,7 +55,7 @@ class SeparableCritic(_Critic):
     def __init__(self, temperature: float = 1.0, gather_distributed: bool = False) -> None:
         super().__init__(gather_distributed)
         if not temperature > 0:
-            raise ValueError(f"SeparableCritic(temperature={temperature}) must be > 0.")
+            raise ConfigError(f"SeparableCritic(temperature={temperature}) must be > 0.")
         self.temperature = float(temperature)
 
     def score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -103,7 +104,7 @@ class ConcatCritic(_Critic):
     ) -> None:
         super().__init__(gather_distributed)
         if len(hidden_dims) < 1:
-            raise ValueError("ConcatCritic needs at least one hidden layer (hidden_dims=(512, 512) in the PD code).")
+            raise ConfigError("ConcatCritic needs at least one hidden layer (hidden_dims=(512, 512) in the PD code).")
         self.first_a = constrain(nn.Linear(dim_a, hidden_dims[0]), spectral_norm == "all")
         self.first_b = constrain(nn.Linear(dim_b, hidden_dims[0], bias=False), spectral_norm == "all")
         self.rest = nn.Sequential(nn.ReLU(), MLP(hidden_dims[0], list(hidden_dims[1:]), 1, spectral_norm=spectral_norm))
@@ -133,7 +134,7 @@ class MultiLocationCritic(nn.Module):
     def __init__(self, clip: float | None = 20.0, gather_distributed: bool = False) -> None:
         super().__init__()
         if clip is not None and not clip > 0:
-            raise ValueError(f"MultiLocationCritic(clip={clip}) must be > 0, or None for no clipping.")
+            raise ConfigError(f"MultiLocationCritic(clip={clip}) must be > 0, or None for no clipping.")
         self.clip = None if clip is None else float(clip)
         self.gather_distributed = gather_distributed
 

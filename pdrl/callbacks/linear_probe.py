@@ -24,6 +24,7 @@ from pytorch_lightning.loggers import WandbLogger
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from pdrl import distributed
+from pdrl.errors import ConfigError
 
 
 def minmax_scale(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,7 +40,7 @@ def fit_logistic_regression(
 ) -> torch.nn.Linear:
     """Multinomial logistic regression with scikit-learn's L2 penalty (weights only), by full-batch L-BFGS."""
     if not C > 0:
-        raise ValueError(f"C={C!r} must be > 0 (scikit-learn's inverse regularisation strength), e.g. 10.")
+        raise ConfigError(f"C={C!r} must be > 0 (scikit-learn's inverse regularisation strength), e.g. 10.")
     features = features.float()
     model = torch.nn.Linear(features.shape[1], num_classes).to(features.device)
     torch.nn.init.zeros_(model.weight)
@@ -143,9 +144,9 @@ class LinearProbe(Callback):
         raw_pixel_baseline: bool = True,
     ) -> None:
         if not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise ValueError(f"LinearProbe(every_n_steps={every_n_steps!r}) must be a positive integer, e.g. 1000.")
+            raise ConfigError(f"LinearProbe(every_n_steps={every_n_steps!r}) must be a positive integer, e.g. 1000.")
         if not C > 0:
-            raise ValueError(f"LinearProbe(C={C!r}) must be > 0, e.g. 10.")
+            raise ConfigError(f"LinearProbe(C={C!r}) must be > 0, e.g. 10.")
         self.every_n_steps = every_n_steps
         self.C = C
         self.max_iter = max_iter
@@ -164,7 +165,7 @@ class LinearProbe(Callback):
     def _datasets(self, trainer: Trainer) -> tuple[Dataset, Dataset]:
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "probe_dataset"):
-            raise TypeError(
+            raise ConfigError(
                 f"LinearProbe needs a datamodule with probe_dataset('train'/'test'), got {type(datamodule).__name__}."
             )
         return datamodule.probe_dataset("train"), datamodule.probe_dataset("test")

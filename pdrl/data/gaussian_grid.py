@@ -17,13 +17,15 @@ import torch
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 
+from pdrl.errors import ConfigError
+
 
 def grid_centres(grid_size: int = 5, spacing: float = 2.0) -> torch.Tensor:
     """The ``(grid_size**2, 2)`` mode centres of a square grid centred on the origin."""
     if not isinstance(grid_size, int) or grid_size < 1:
-        raise ValueError(f"grid_size must be a positive integer (5 for 25 Gaussians), got {grid_size!r}.")
+        raise ConfigError(f"grid_size must be a positive integer (5 for 25 Gaussians), got {grid_size!r}.")
     if not spacing > 0:
-        raise ValueError(f"spacing must be > 0 (the distance between neighbouring modes, e.g. 2), got {spacing!r}.")
+        raise ConfigError(f"spacing must be > 0 (the distance between neighbouring modes, e.g. 2), got {spacing!r}.")
     offsets = (torch.arange(grid_size, dtype=torch.float32) - (grid_size - 1) / 2) * spacing
     rows, cols = torch.meshgrid(offsets, offsets, indexing="ij")
     return torch.stack([rows.flatten(), cols.flatten()], dim=1)
@@ -104,14 +106,14 @@ class GaussianGridDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if not std > 0:
-            raise ValueError(f"std must be > 0 (0.05 in the usual benchmark), got {std!r}.")
+            raise ConfigError(f"std must be > 0 (0.05 in the usual benchmark), got {std!r}.")
         for name, value in (
             ("batch_size", batch_size),
             ("batches_per_epoch", batches_per_epoch),
             ("num_eval_samples", num_eval_samples),
         ):
             if not isinstance(value, int) or value < 2:
-                raise ValueError(f"{name} must be an integer >= 2, got {value!r}.")
+                raise ConfigError(f"{name} must be an integer >= 2, got {value!r}.")
         self.save_hyperparameters()
         self.centres = grid_centres(grid_size, spacing)
         self.std = float(std)

@@ -28,13 +28,15 @@ import torch
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 
+from pdrl.errors import ConfigError
+
 TASKS = ("gaussian", "cubic")
 
 
 def rho_from_mi(mi: float, dim: int) -> float:
     """The per-dimension correlation that gives ``mi`` nats in ``dim`` dimensions: sqrt(1 - exp(-2 mi / d))."""
     if mi < 0 or dim <= 0:
-        raise ValueError(f"rho_from_mi needs mi >= 0 and dim > 0, got mi={mi}, dim={dim}.")
+        raise ConfigError(f"rho_from_mi needs mi >= 0 and dim > 0, got mi={mi}, dim={dim}.")
     return math.sqrt(1.0 - math.exp(-2.0 * mi / dim))
 
 
@@ -72,9 +74,9 @@ def sample_pairs(
         generator: the random stream (a seeded ``torch.Generator`` for reproducible data).
     """
     if task not in TASKS:
-        raise ValueError(f"Unknown task {task!r}: choose one of {TASKS}.")
+        raise ConfigError(f"Unknown task {task!r}: choose one of {TASKS}.")
     if not 0.0 <= batch_correlation < 1.0:
-        raise ValueError(f"batch_correlation must be in [0, 1), got {batch_correlation}.")
+        raise ConfigError(f"batch_correlation must be in [0, 1), got {batch_correlation}.")
     noise_x = torch.randn(batch_size, dim, generator=generator)
     noise_y = torch.randn(batch_size, dim, generator=generator)
     x = noise_x if batch_correlation == 0.0 else _ar1_chain(noise_x, batch_correlation)
@@ -163,17 +165,17 @@ class MIStaircase(IterableDataset):
     ) -> None:
         super().__init__()
         if task not in TASKS:
-            raise ValueError(f"Unknown task {task!r}: choose one of {TASKS}.")
+            raise ConfigError(f"Unknown task {task!r}: choose one of {TASKS}.")
         if dim <= 0 or batch_size < 2 or steps_per_level <= 0 or heldout_batches < 0:
-            raise ValueError(
+            raise ConfigError(
                 "MIStaircase needs dim > 0, batch_size >= 2, steps_per_level > 0 and heldout_batches >= 0, got "
                 f"dim={dim}, batch_size={batch_size}, steps_per_level={steps_per_level}, "
                 f"heldout_batches={heldout_batches}."
             )
         if not mi_levels or any(level <= 0 for level in mi_levels):
-            raise ValueError(f"mi_levels must be a non-empty list of positive MI values in nats, got {mi_levels}.")
+            raise ConfigError(f"mi_levels must be a non-empty list of positive MI values in nats, got {mi_levels}.")
         if not 0.0 <= batch_correlation < 1.0:
-            raise ValueError(f"batch_correlation must be in [0, 1) (MICE uses 0.1 ... 0.5), got {batch_correlation}.")
+            raise ConfigError(f"batch_correlation must be in [0, 1) (MICE uses 0.1 ... 0.5), got {batch_correlation}.")
         self.dim, self.batch_size, self.task = dim, batch_size, task
         self.mi_levels = [float(level) for level in mi_levels]
         self.steps_per_level, self.heldout_batches, self.seed = steps_per_level, heldout_batches, seed

@@ -24,6 +24,7 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from pdrl.data.resumable import ResumableDataLoader
+from pdrl.errors import ConfigError
 
 PROBE_SPLITS = ("train", "test")
 
@@ -52,7 +53,7 @@ class HalfImageDataModule(LightningDataModule, abc.ABC):
     def __init__(self, batch_size: int = 128, num_workers: int = 0) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 2:
-            raise ValueError(f"batch_size={batch_size!r} must be an integer >= 2 (a batch needs negative pairs).")
+            raise ConfigError(f"batch_size={batch_size!r} must be an integer >= 2 (a batch needs negative pairs).")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -70,7 +71,7 @@ class HalfImageDataModule(LightningDataModule, abc.ABC):
 
     def _split(self, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if split not in PROBE_SPLITS:
-            raise ValueError(f"split={split!r} is unknown: choose one of {PROBE_SPLITS}.")
+            raise ConfigError(f"split={split!r} is unknown: choose one of {PROBE_SPLITS}.")
         if split not in self._splits:
             self.setup()
         return self._splits[split]
@@ -84,7 +85,7 @@ class HalfImageDataModule(LightningDataModule, abc.ABC):
     def train_dataloader(self) -> DataLoader:
         top, bottom, _ = self._split("train")
         if len(top) < self.batch_size:
-            raise ValueError(f"The train split has {len(top)} images, fewer than batch_size={self.batch_size}.")
+            raise ConfigError(f"The train split has {len(top)} images, fewer than batch_size={self.batch_size}.")
         return ResumableDataLoader(  # shuffled; a run resumed mid-epoch sees the same batches
             TensorDataset(top, bottom),
             batch_size=self.batch_size,
@@ -116,7 +117,7 @@ class DigitsDataModule(HalfImageDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers)
         if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction={test_fraction!r} must be in (0, 1), e.g. 0.25.")
+            raise ConfigError(f"test_fraction={test_fraction!r} must be in (0, 1), e.g. 0.25.")
         self.test_fraction = test_fraction
         self.split_seed = split_seed
 
@@ -276,7 +277,7 @@ class ImageFolderDataModule(HalfImageDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers)
         if mode not in ("L", "RGB"):
-            raise ValueError(f"mode={mode!r} is unknown: choose 'L' (grey) or 'RGB'.")
+            raise ConfigError(f"mode={mode!r} is unknown: choose 'L' (grey) or 'RGB'.")
         self.root, self.image_size, self.mode = str(root), image_size, mode
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -296,5 +297,5 @@ class ImageFolderDataModule(HalfImageDataModule):
             images.append(np.asarray(image, dtype=np.uint8))
         sizes = {image.shape for image in images}
         if len(sizes) != 1:
-            raise ValueError(f"Images under {folder} have different sizes {sorted(sizes)}: set image_size to resize.")
+            raise ConfigError(f"Images under {folder} have different sizes {sorted(sizes)}: set image_size to resize.")
         return torch.from_numpy(np.stack(images)), torch.tensor(dataset.targets, dtype=torch.long)

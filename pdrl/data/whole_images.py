@@ -17,6 +17,7 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, TensorDataset
 
 from pdrl.data.images import CIFAR10DataModule, FashionMNISTDataModule, HalfImageDataModule, MNISTDataModule
+from pdrl.errors import ConfigError
 
 DATASETS: dict[str, type[HalfImageDataModule]] = {
     "cifar10": CIFAR10DataModule,
@@ -46,7 +47,7 @@ class WholeImageDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
-            raise ValueError(f"Unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}.")
+            raise ConfigError(f"Unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}.")
         self.reader = DATASETS[dataset](root=root, download=download, batch_size=batch_size, num_workers=num_workers)
         self.batch_size, self.num_workers = batch_size, num_workers
         self._splits: dict[bool, TensorDataset] = {}
@@ -69,7 +70,7 @@ class WholeImageDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.split(train=True)
         if len(dataset) < self.batch_size:
-            raise ValueError(f"The train split has {len(dataset)} images, fewer than batch_size={self.batch_size}.")
+            raise ConfigError(f"The train split has {len(dataset)} images, fewer than batch_size={self.batch_size}.")
         return DataLoader(
             dataset, batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from pdrl.errors import ConfigError
 from pdrl.losses.base import DependencyLoss, ScoreMatrix, exp_linear_above
 
 
@@ -41,7 +42,7 @@ class DensityMatchingPenaltyLoss(DependencyLoss):
     def __init__(self, eta: float = 1.0) -> None:
         super().__init__()
         if not eta > 0:
-            raise ValueError(f"DensityMatchingPenaltyLoss(eta={eta}) is out of range: eta must be > 0, e.g. 1.0.")
+            raise ConfigError(f"DensityMatchingPenaltyLoss(eta={eta}) is out of range: eta must be > 0, e.g. 1.0.")
         self.eta = float(eta)
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from pdrl.errors import ConfigError
 from pdrl.losses.base import DependencyLoss, ScoreMatrix, exp_linear_above
 
 FORMS = ("dv", "nwj")
@@ -36,9 +37,9 @@ class MICELoss(DependencyLoss):
     def __init__(self, form: str = "dv", partition_gradient: str = "full") -> None:
         super().__init__()
         if form not in FORMS:
-            raise ValueError(f"MICELoss(form={form!r}) is unknown: choose one of {FORMS}.")
+            raise ConfigError(f"MICELoss(form={form!r}) is unknown: choose one of {FORMS}.")
         if partition_gradient not in PARTITION_GRADIENTS:
-            raise ValueError(
+            raise ConfigError(
                 f"MICELoss(partition_gradient={partition_gradient!r}) is unknown: choose one of {PARTITION_GRADIENTS}."
             )
         self.form, self.partition_gradient = form, partition_gradient

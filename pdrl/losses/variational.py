@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pdrl.errors import ConfigError
 from pdrl.losses.base import DependencyLoss, ScoreMatrix, exp_linear_above
 
 
@@ -87,7 +88,7 @@ class MINELoss(DVLoss):
     def __init__(self, momentum: float = 0.9) -> None:
         super().__init__()
         if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"MINELoss(momentum={momentum}) is out of range: momentum must be in [0, 1), e.g. 0.9.")
+            raise ConfigError(f"MINELoss(momentum={momentum}) is out of range: momentum must be in [0, 1), e.g. 0.9.")
         self.momentum = float(momentum)
         self.register_buffer("log_ema", torch.tensor(math.nan))
 
@@ -126,7 +127,7 @@ class SMILELoss(DependencyLoss):
     def __init__(self, tau: float = 1.0) -> None:
         super().__init__()
         if not tau > 0:
-            raise ValueError(f"SMILELoss(tau={tau}) is out of range: tau must be > 0 (e.g. 1.0, 5.0 or inf).")
+            raise ConfigError(f"SMILELoss(tau={tau}) is out of range: tau must be > 0 (e.g. 1.0, 5.0 or inf).")
         self.tau = float(tau)
 
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:

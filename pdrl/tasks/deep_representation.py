@@ -41,6 +41,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from pdrl import distributed
 from pdrl.data.augment import PairAugmentation
+from pdrl.errors import ConfigError
 from pdrl.heads import MultiLocationCritic
 from pdrl.losses import build_objective
 from pdrl.nets.amdim import AMDIMEncoder, AMDIMFeatures
@@ -97,9 +98,9 @@ class DeepRepresentation(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         if score_penalty < 0:
-            raise ValueError(f"DeepRepresentation(score_penalty={score_penalty}) must be >= 0 (AMDIM uses 0.05).")
+            raise ConfigError(f"DeepRepresentation(score_penalty={score_penalty}) must be >= 0 (AMDIM uses 0.05).")
         if warmup_steps < 0:
-            raise ValueError(f"DeepRepresentation(warmup_steps={warmup_steps}) must be >= 0.")
+            raise ConfigError(f"DeepRepresentation(warmup_steps={warmup_steps}) must be >= 0.")
         self.objective = build_objective(objective, **(objective_args or {}))
         self.augmentation = PairAugmentation(**(augmentation_args or {}))
         self.encoder = AMDIMEncoder(3, ndf, n_rkhs, depth, batch_norm)
