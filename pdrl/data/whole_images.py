@@ -17,6 +17,7 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, TensorDataset
 
 from pdrl.data.images import CIFAR10DataModule, FashionMNISTDataModule, HalfImageDataModule, MNISTDataModule
+from pdrl.data.resumable import ResumableDataLoader
 from pdrl.errors import ConfigError
 
 DATASETS: dict[str, type[HalfImageDataModule]] = {
@@ -71,8 +72,8 @@ class WholeImageDataModule(LightningDataModule):
         dataset = self.split(train=True)
         if len(dataset) < self.batch_size:
             raise ConfigError(f"The train split has {len(dataset)} images, fewer than batch_size={self.batch_size}.")
-        return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers
+        return ResumableDataLoader(  # shuffled; a run resumed mid-epoch sees the same batches
+            dataset, batch_size=self.batch_size, drop_last=True, num_workers=self.num_workers
         )
 
     def val_dataloader(self) -> DataLoader:

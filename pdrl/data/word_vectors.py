@@ -19,8 +19,11 @@ from collections.abc import Sequence
 
 import torch
 from pytorch_lightning import LightningDataModule
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from pdrl import distributed
+from pdrl.data.resumable import ResumableDataLoader
 from pdrl.errors import ConfigError, DataFileError
 
 
@@ -272,17 +275,17 @@ class WordVectorDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         pairs = TensorDataset(self.audio[self.train_rows], self.text[self.train_rows])
-        return DataLoader(
-            pairs,
-            batch_size=self.hparams.batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=self.hparams.num_workers,
+        return ResumableDataLoader(  # shuffled; a run resumed mid-epoch sees the same batches
+            pairs, batch_size=self.hparams.batch_size, drop_last=True, num_workers=self.hparams.num_workers
         )
 
     def val_dataloader(self) -> DataLoader:
+        """The test trials; under DDP each rank gets its share, unpadded, so no trial is counted twice."""
         trials = MatchingTrials(self.audio[self.test_rows], self.text[self.test_rows], self.candidates)
-        return DataLoader(trials, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+        sampler = UnrepeatedDistributedSampler(trials, shuffle=False) if distributed.is_distributed() else None
+        return DataLoader(
+            trials, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=self.hparams.num_workers
+        )
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
