@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch.utils.data import TensorDataset
 
 from pdrl import fit
@@ -139,3 +140,19 @@ def test_probe_without_labels_is_found_at_start(tmp_path, capsys):
     line = error_line(capsys)
     assert status == 2 and "LinearProbe needs (input, label) examples" in line, line
     assert not (tmp_path / "run" / "checkpoints").exists() or not list((tmp_path / "run").rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize("config", ["shallow_mnist.yaml", "shallow_cifar.yaml"])
+def test_shallow_configs_also_save_on_wall_time(tmp_path, config):
+    """Besides every 1000 steps, a second ModelCheckpoint saves last.ckpt every few minutes of training; the same
+    setting in a tiny run (an interval of zero) writes a checkpoint before any step-based one would."""
+    callbacks = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / config).read_text())["trainer"]
+    timed = [c["init_args"] for c in callbacks["callbacks"] if "train_time_interval" in c.get("init_args", {})]
+    assert len(timed) == 1 and timed[0]["save_last"] and timed[0]["train_time_interval"].count(":") == 2
+    every = {**timed[0], "train_time_interval": "0:00:00", "dirpath": str(tmp_path / "timed")}
+    extra = [{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": every}]
+    run_config = tiny_config(tmp_path / "run", 3, probe_every=100, extra_callbacks=extra)
+    run_config["trainer"]["callbacks"] = [c for c in run_config["trainer"]["callbacks"] if "ModelCheckpoint" not in
+                                          c["class_path"]] + extra  # fmt: skip
+    fit.main(["--config", str(write_config(tmp_path / "config.yaml", run_config)), "--trainer.logger", "false"])
+    assert read_checkpoint(tmp_path / "timed" / "last.ckpt")["global_step"] == 3
