@@ -14,7 +14,8 @@ class DensityMatchingLagrangianLoss(DependencyLoss):
 
         J = E_P[f] - (E_Q[e^f] - 1)          readout E_P[f]          log-PD = f
 
-    This is the NWJ objective shifted by one; its optimum is f = log-PD.
+    This is the NWJ objective shifted by one; its optimum is f = log-PD. Only the training loss continues
+    ``e^x`` linearly above e^10 (``exp_linear_above``); the readout E_P[f] needs no exponential and is exact.
     """
 
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:

@@ -55,7 +55,11 @@ class MICELoss(DependencyLoss):
         return joint_term - log_partition
 
     def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+        """The objective's value, with the exact ``exp`` in the nwj form (the loss continues it linearly)."""
         with torch.no_grad():
+            if self.form == "nwj":
+                partition = torch.exp(matrix.marginal_logmeanexp(matrix.scores - 1.0))
+                return 1.0 + matrix.joint_mean(matrix.joint - 1.0) - partition
             return self.objective(matrix)
 
     def log_pd(self, scores: torch.Tensor) -> torch.Tensor:
