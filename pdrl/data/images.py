@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -281,14 +282,12 @@ class ImageFolderDataModule(HalfImageDataModule):
         self.root, self.image_size, self.mode = str(root), image_size, mode
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        from torchvision.datasets import ImageFolder
-
         folder = Path(self.root) / ("train" if train else "test")
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"ImageFolderDataModule needs {folder}/<class name>/<image files>; that folder does not exist."
             )
-        dataset = ImageFolder(str(folder))
+        dataset = _image_folder(str(folder), self._train_class_map(train))
         images = []
         for path, _ in dataset.samples:
             image = dataset.loader(path).convert(self.mode)
@@ -299,3 +298,44 @@ class ImageFolderDataModule(HalfImageDataModule):
         if len(sizes) != 1:
             raise ConfigError(f"Images under {folder} have different sizes {sorted(sizes)}: set image_size to resize.")
         return torch.from_numpy(np.stack(images)), torch.tensor(dataset.targets, dtype=torch.long)
+
+    def _train_class_map(self, train: bool) -> dict[str, int] | None:
+        """None for the train split (ImageFolder numbers its sorted class folders); for the test split, the train
+        split's numbering: a test class missing is a warning, a test class unknown to train an error."""
+        if train:
+            return None
+        train_classes = _class_folders(Path(self.root) / "train")
+        test_classes = _class_folders(Path(self.root) / "test")
+        unknown = sorted(set(test_classes) - set(train_classes))
+        if unknown:
+            raise ConfigError(
+                f"{Path(self.root) / 'test'} has classes {unknown} that {Path(self.root) / 'train'} does not have: "
+                "the probe cannot be trained on them; add them to train or remove them from test."
+            )
+        missing = sorted(set(train_classes) - set(test_classes))
+        if missing:
+            warnings.warn(
+                f"{Path(self.root) / 'test'} has no images of classes {missing}; test labels keep the train "
+                "split's numbering.",
+                stacklevel=2,
+            )
+        return {name: index for index, name in enumerate(train_classes)}
+
+
+def _class_folders(folder: Path) -> list[str]:
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir()) if folder.is_dir() else []
+
+
+def _image_folder(root: str, class_to_idx: dict[str, int] | None):
+    """torchvision's ImageFolder of ``root``, numbering its classes by ``class_to_idx`` when given."""
+    from torchvision.datasets import ImageFolder
+
+    if class_to_idx is None:
+        return ImageFolder(root)
+
+    class NumberedImageFolder(ImageFolder):
+        def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+            present = _class_folders(Path(directory))
+            return present, {name: class_to_idx[name] for name in present}
+
+    return NumberedImageFolder(root)
