@@ -4,8 +4,8 @@ The protocol: embed the *full* train and test splits with the encoder F (once pe
 gradient), min-max scale the features with the train split's range, fit a multinomial logistic
 regression from scratch on the train features, report accuracy on the test features.
 
-The paper fits scikit-learn's ``LogisticRegression(C=10, solver="saga", tol=0.1)`` (``solver="saga"`` here, exactly). The default
-is fitted in PyTorch by full-batch L-BFGS on the same objective, on the features' own device::
+The paper fits scikit-learn's ``LogisticRegression(C=10, solver="saga", tol=0.1)`` (``solver="saga"`` here,
+exactly). The default is fitted in PyTorch by full-batch L-BFGS on the same objective, on the features' own device::
 
     minimise  mean_i CE(W x_i + b, y_i) + ||W||^2 / (2 C n)       (scikit-learn: C * sum_i CE + ||W||^2 / 2)
 
@@ -24,7 +24,7 @@ from pytorch_lightning.loggers import WandbLogger
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from pdrl import distributed
-
+from pdrl.errors import ConfigError
 
 CONSTANT_TOLERANCE = 1e-6
 SOLVERS = ("lbfgs", "saga")
@@ -58,7 +58,7 @@ def fit_logistic_regression(
     Returns the fitted map and the number of L-BFGS iterations it took.
     """
     if not C > 0:
-        raise ValueError(f"C={C!r} must be > 0 (scikit-learn's inverse regularisation strength), e.g. 10.")
+        raise ConfigError(f"C={C!r} must be > 0 (scikit-learn's inverse regularisation strength), e.g. 10.")
     features = features.float()
     model = torch.nn.Linear(features.shape[1], num_classes).to(features.device)
     torch.nn.init.zeros_(model.weight)
@@ -113,7 +113,7 @@ def linear_probe_accuracy(
     regularisation and the two differ (``tests/test_linear_probe.py`` builds such a case).
     """
     if solver not in SOLVERS:
-        raise ValueError(f"solver={solver!r} is unknown: choose one of {SOLVERS}.")
+        raise ConfigError(f"solver={solver!r} is unknown: choose one of {SOLVERS}.")
     train_features, test_features = minmax_scale(train_features, test_features)
     if solver == "saga":
         predictions = saga_predictions(train_features, train_labels, test_features, C)
@@ -193,11 +193,11 @@ class LinearProbe(Callback):
         at_start: bool = True,
     ) -> None:
         if not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise ValueError(f"LinearProbe(every_n_steps={every_n_steps!r}) must be a positive integer, e.g. 1000.")
+            raise ConfigError(f"LinearProbe(every_n_steps={every_n_steps!r}) must be a positive integer, e.g. 1000.")
         if not C > 0:
-            raise ValueError(f"LinearProbe(C={C!r}) must be > 0, e.g. 10.")
+            raise ConfigError(f"LinearProbe(C={C!r}) must be > 0, e.g. 10.")
         if solver not in SOLVERS:
-            raise ValueError(f"LinearProbe(solver={solver!r}) is unknown: choose one of {SOLVERS}.")
+            raise ConfigError(f"LinearProbe(solver={solver!r}) is unknown: choose one of {SOLVERS}.")
         self.every_n_steps = every_n_steps
         self.C = C
         self.max_iter = max_iter
@@ -218,7 +218,7 @@ class LinearProbe(Callback):
     def _datasets(self, trainer: Trainer) -> tuple[Dataset, Dataset]:
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "probe_dataset"):
-            raise TypeError(
+            raise ConfigError(
                 f"LinearProbe needs a datamodule with probe_dataset('train'/'test'), got {type(datamodule).__name__}."
             )
         return datamodule.probe_dataset("train"), datamodule.probe_dataset("test")
