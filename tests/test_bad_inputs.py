@@ -12,6 +12,7 @@ import torch
 from pdrl import fit
 from pdrl.checkpointing import AtomicCheckpointIO, find_last_checkpoint
 from pdrl.errors import ConfigError, one_sentence, run_command
+from pdrl.losses import OBJECTIVES
 from tests.tiny_run import fit_command, subprocess_env, tiny_config, write_config
 
 CHECK_KEY = "Check the config value"
@@ -21,7 +22,7 @@ BAD_ARGUMENTS = [
     (
         "unknown objective",
         ["--model.objective", "foo"],
-        "model.objective: 'foo' is not one of the choices: cpc, infonce, pcc, drfc",
+        f"model.objective: 'foo' is not one of the choices: {', '.join(OBJECTIVES)}.",
     ),
     ("unknown objective argument", ["--model.objective_args", '{"bogus": 1}'], "takes no argument bogus"),
     (
