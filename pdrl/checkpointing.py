@@ -9,14 +9,21 @@
 - ``WandbRunId`` stores the W&B run id in every checkpoint, so a resume continues the same W&B run.
 - ``RandomState`` stores the global random generators (torch, CUDA, numpy, Python) in every checkpoint and puts
   them back when training resumes, so random augmentation or noise after a resume is that of an uninterrupted run.
+- ``RunConfig`` stores the run's model and data config (plain dicts) in every checkpoint; ``check_resume`` compares
+  it with the config of a resume before anything is built, logged or trained.
+
+Loading is safe: ``torch.load(..., weights_only=True)``, whose unpickler rebuilds only tensors, plain Python
+containers and numbers, and nothing else. Everything pdrl saves is of that kind (the numpy generator state is
+stored as a tensor), so no extra class is allow-listed. A checkpoint that needs any other class (one written by
+other code, or carrying a pickled callable) is refused with one line, without running anything from it; a user
+who trusts the file opts in with the environment variable ``PDRL_TRUSTED_CHECKPOINTS=1``, which loads with
+``weights_only=False`` (this runs code from the file: only for files you made or fully trust).
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +37,44 @@ from pdrl.errors import ConfigError, CorruptCheckpointError
 
 CHECKPOINT_FOLDER = "checkpoints"
 WANDB_RUN_ID_KEY = "wandb_run_id"
+RUN_CONFIG_KEY = "pdrl_run_config"
+TRUST_VARIABLE = "PDRL_TRUSTED_CHECKPOINTS"
+
+
+class UntrustedCheckpointError(CorruptCheckpointError):
+    """A checkpoint that needs more than tensors and plain containers to load; it was not unpickled."""
+
+
+def trusted_by_user() -> bool:
+    """True when the user opted in to full unpickling with ``PDRL_TRUSTED_CHECKPOINTS=1``."""
+    return os.environ.get(TRUST_VARIABLE, "").strip().lower() in ("1", "true", "yes")
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """``torch.load`` a Lightning checkpoint, or raise one clear error for a missing or unreadable file."""
+    """``torch.load`` a Lightning checkpoint safely (``weights_only=True``), or raise one clear error.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        UntrustedCheckpointError: the file needs a class beyond tensors and plain containers (nothing ran).
+        CorruptCheckpointError: the file is truncated or not a Lightning checkpoint.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Checkpoint {path} does not exist: give the path of a .ckpt file or --ckpt_path last.")
+    trusted = trusted_by_user()
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=not trusted)
+    except Exception as error:  # noqa: BLE001 - whatever a damaged file makes the unpickler raise
+        needed = [] if trusted else _needed_globals(path)
+        if needed:
+            raise UntrustedCheckpointError(
+                f"Checkpoint {path} needs {', '.join(needed[:5])} to load, which pdrl never saves, so it was not "
+                f"loaded (unpickling it could run code from the file): if you trust it, set {TRUST_VARIABLE}=1."
+            ) from None
+        cause = error.__cause__ or error.__context__ or error  # torch wraps the unpickler's error
+        first_line = (str(cause).strip().splitlines() or [""])[0][:200]
         raise CorruptCheckpointError(
-            f"Checkpoint {path} is corrupt or truncated ({type(error).__name__}: {str(error).splitlines()[0][:200]}): "
+            f"Checkpoint {path} is corrupt or truncated ({type(cause).__name__}: {first_line}): "
             "delete it and resume from an earlier checkpoint of the run, or start without --ckpt_path."
         ) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
@@ -49,6 +82,96 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             f"Checkpoint {path} is not a Lightning checkpoint (no 'state_dict'): give a .ckpt file saved by pdrl.fit."
         )
     return checkpoint
+
+
+def _needed_globals(path: str) -> list[str]:
+    """The classes and functions beyond the safe set that the file's pickle names ([] if it cannot be read)."""
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - a file torch cannot even list is corrupt, which the caller reports
+        return []
+
+
+def _plain(value: Any) -> Any:
+    """A config value as plain dicts, lists, strings and numbers (what a safe load rebuilds)."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: saved -> current`` for every config value that differs (dotted keys, sorted)."""
+    old, new = _flatten(_plain(saved), ""), _flatten(_plain(current), "")
+    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
+            if old.get(key) != new.get(key)]  # fmt: skip
+
+
+def check_resume(checkpoint: dict[str, Any], path: str, run_config: dict[str, Any], allow_changes: bool) -> list[str]:
+    """Check that a checkpoint belongs to the run configured by ``run_config`` (``{"model": ..., "data": ...}``).
+
+    A different task class is always an error (its weights cannot load). A different model or data config (another
+    objective, batch size, ...) is an error unless ``allow_changes``; then the changes are returned to be warned
+    about. Trainer settings (``max_steps``, devices, ...) may always change.
+    """
+    saved = checkpoint.get(RUN_CONFIG_KEY)
+    saved_class = (saved or {}).get("model", {}).get("class_path") or checkpoint.get("hyper_parameters", {}).get(
+        "_class_path"
+    )
+    current_class = run_config.get("model", {}).get("class_path")
+    if saved_class and current_class and saved_class != current_class:
+        raise ConfigError(
+            f"Checkpoint {path} is of task {saved_class}, but the config trains {current_class}: give a checkpoint "
+            "of this task (or the config of that run), or start without --ckpt_path."
+        )
+    if saved is None:
+        return []
+    changes = config_changes(saved, run_config)
+    if changes and not allow_changes:
+        raise ConfigError(
+            f"Checkpoint {path} was trained with another config ({'; '.join(changes[:4])}"
+            f"{'; ...' if len(changes) > 4 else ''}): resume with the run's own config, or pass "
+            "--resume_with_changes true to continue it with the new values on purpose."
+        )
+    return changes
+
+
+def check_weights_fit(checkpoint: dict[str, Any], path: str, model: torch.nn.Module) -> None:
+    """Raise a ``ConfigError`` when the checkpoint's weights do not fit ``model`` (other task, other sizes)."""
+    saved = {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items()}
+    current = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    if saved == current:
+        return
+    missing, unexpected = sorted(current.keys() - saved.keys()), sorted(saved.keys() - current.keys())
+    resized = sorted(name for name in saved.keys() & current.keys() if saved[name] != current[name])
+    details = [f"{label} {names[:3]}" for label, names in
+               (("missing", missing), ("unexpected", unexpected), ("of another shape", resized)) if names]  # fmt: skip
+    raise ConfigError(
+        f"Checkpoint {path} does not fit this model ({'; '.join(details)}): it is from another task or model size; "
+        "give a checkpoint of this run, or start without --ckpt_path."
+    )
+
+
+class RunConfig(Callback):
+    """Store the run's model and data config (``{"model": ..., "data": ...}``, plain values) in every checkpoint."""
+
+    def __init__(self, run_config: dict[str, Any]) -> None:
+        self.run_config = _plain(run_config)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RUN_CONFIG_KEY] = self.run_config
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -116,7 +239,7 @@ class RandomState(Callback):
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": np.random.get_state(),
+            "numpy": _numpy_state_to_plain(np.random.get_state()),
             "python": random.getstate(),
         }
 
@@ -130,5 +253,19 @@ class RandomState(Callback):
         torch.set_rng_state(states["torch"])
         if states["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])
-        np.random.set_state(states["numpy"])
+        np.random.set_state(_numpy_state_from_plain(states["numpy"]))
         random.setstate(states["python"])
+
+
+def _numpy_state_to_plain(state: tuple) -> dict[str, Any]:
+    """numpy's legacy generator state with its key array as a tensor (a safe load rebuilds it)."""
+    name, keys, position, has_gauss, cached_gaussian = state
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}  # fmt: skip
+
+
+def _numpy_state_from_plain(state: dict[str, Any] | tuple) -> tuple:
+    if isinstance(state, tuple):  # checkpoints written before the state was stored as a tensor
+        return state
+    keys = state["keys"].numpy().astype(np.uint32)
+    return state["name"], keys, state["position"], state["has_gauss"], state["cached_gaussian"]

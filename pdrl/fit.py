@@ -15,6 +15,12 @@ there and continues the same W&B run (its id is stored in every checkpoint, with
 ``FiniteGuard(action="raise")`` is added when the config has none; a user error ends in one line
 ``pdrl: error: ...`` and exit status 2.
 
+Checks before anything is built, logged or trained: a resume reads the checkpoint safely (``weights_only``), and
+stops unless it is of the same task class with the same model and data config (``--resume_with_changes true``
+continues with changed values on purpose, with a warning listing them) and its weights fit the model; only then
+is its W&B id taken. The run folder must be writable, and a ``LinearProbe`` needs a task with ``embed`` and a
+datamodule whose ``probe_dataset`` gives labelled examples.
+
 W&B (``pdrl.wandb_setup``): without ``WANDB_MODE`` and without an API key, W&B logs offline and one line says
 where and how to ``wandb sync`` it; a stock ``WandbLogger`` runs as ``pdrl.wandb_setup.WandbLogger`` (W&B's step
 is the trainer's step, also after a resume); the run is named ``<name>-<objective>``; the resolved config is
@@ -27,8 +33,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+import warnings
 from pathlib import Path
+from typing import Any
 
+import torch
 from jsonargparse import DefaultHelpFormatter
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -39,6 +49,7 @@ from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 from pdrl import checkpointing, wandb_setup
 from pdrl.callbacks.figures import default_figure_callbacks
 from pdrl.callbacks.finite_guard import FiniteGuard
+from pdrl.callbacks.linear_probe import LinearProbe
 from pdrl.errors import ConfigError, run_command
 from pdrl.losses import OBJECTIVES
 
@@ -129,9 +140,15 @@ class PdrlCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="checkpoint to resume from, or 'last'")
+        parser.add_argument(
+            "--resume_with_changes",
+            type=bool,
+            default=False,
+            help="resume although the model or data config differs from the checkpoint's (listed in a warning)",
+        )
 
     def before_instantiate_classes(self) -> None:
-        """Resolve ``--ckpt_path last``, continue the checkpoint's W&B run, and name the run after its objective."""
+        """Name the run after its objective; resolve ``--ckpt_path last``, check it, continue its W&B run."""
         logger = _section(self.config.trainer, "logger")
         if logger is not None and logger.class_path in wandb_setup.STOCK_WANDB_LOGGERS:
             logger.class_path = "pdrl.wandb_setup.WandbLogger"
@@ -148,14 +165,28 @@ class PdrlCLI(LightningCLI):
         if ckpt_path == "last":
             ckpt_path = str(checkpointing.find_last_checkpoint(self.config.trainer.default_root_dir or "."))
             self.config.ckpt_path = ckpt_path
-        run_id = checkpointing.read_checkpoint(ckpt_path).get(checkpointing.WANDB_RUN_ID_KEY)
+        checkpoint = checkpointing.read_checkpoint(ckpt_path)
+        changes = checkpointing.check_resume(
+            checkpoint, ckpt_path, self._run_config(), bool(self.config.get("resume_with_changes"))
+        )
+        if changes:
+            warnings.warn(f"Resuming {ckpt_path} with a changed config: {'; '.join(changes)}.", stacklevel=1)
+        self._resume_checkpoint = checkpoint
+        run_id = checkpoint.get(checkpointing.WANDB_RUN_ID_KEY)
         if run_id is not None and is_wandb:
             logger.init_args.id = run_id
             logger.init_args.resume = "allow"
 
+    def _run_config(self) -> dict[str, Any]:
+        return {key: self.config[key].as_dict() if self.config.get(key) else None for key in ("model", "data")}
+
     def after_instantiate_classes(self) -> None:
         """Atomic checkpoints in ``<run folder>/checkpoints``, the W&B id in each, a non-finite loss guard, figures."""
         trainer = self.trainer
+        checkpoint = getattr(self, "_resume_checkpoint", None)
+        if checkpoint is not None:
+            checkpointing.check_weights_fit(checkpoint, self.config.ckpt_path, self.model)
+            self._resume_checkpoint = None
         trainer.strategy.checkpoint_io = checkpointing.AtomicCheckpointIO()
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
@@ -164,6 +195,48 @@ class PdrlCLI(LightningCLI):
         if not any(isinstance(callback, FiniteGuard) for callback in trainer.callbacks):
             trainer.callbacks.append(FiniteGuard(action="raise"))
         trainer.callbacks.extend(default_figure_callbacks(trainer, self.model, self.datamodule))
+        trainer.callbacks.append(checkpointing.RunConfig(self._run_config()))
+        check_writable(trainer)
+        check_probe_needs(trainer, self.model, self.datamodule)
+
+
+def check_writable(trainer: Trainer) -> None:
+    """Raise a ``ConfigError`` now when the run folder or a checkpoint folder cannot be written."""
+    folders = {Path(trainer.default_root_dir)}
+    folders.update(Path(callback.dirpath) for callback in trainer.checkpoint_callbacks if callback.dirpath)
+    for folder in sorted(folders):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise ConfigError(
+                f"Cannot write to {folder} ({error.strerror or error}): set trainer.default_root_dir to a folder you "
+                "can write to."
+            ) from error
+
+
+def check_probe_needs(trainer: Trainer, model: LightningModule, datamodule: LightningDataModule | None) -> None:
+    """Raise a ``ConfigError`` now when a LinearProbe callback could not run at its first evaluation."""
+    if not any(isinstance(callback, LinearProbe) for callback in trainer.callbacks):
+        return
+    if not callable(getattr(model, "embed", None)):
+        raise ConfigError(
+            f"LinearProbe needs a task with embed(inputs), and {type(model).__name__} has none: remove the "
+            "LinearProbe callback from trainer.callbacks."
+        )
+    if not callable(getattr(datamodule, "probe_dataset", None)):
+        raise ConfigError(
+            f"LinearProbe needs a datamodule with probe_dataset('train'/'test') (labelled examples), and "
+            f"{type(datamodule).__name__} has none: use one of pdrl.data.images, or remove the LinearProbe callback."
+        )
+    for split in ("train", "test"):
+        example = datamodule.probe_dataset(split)[0]
+        if not (isinstance(example, tuple | list) and len(example) == 2 and torch.as_tensor(example[1]).numel() == 1):
+            raise ConfigError(
+                f"LinearProbe needs (input, label) examples, but {type(datamodule).__name__}.probe_dataset({split!r}) "
+                "gives something else: give the probe a labelled dataset, or remove the LinearProbe callback."
+            )
 
 
 def main(args: list[str] | None = None) -> PdrlCLI:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pdrl import distributed
+from pdrl.errors import ConfigError
 from pdrl.losses.layouts import QueueLayout
 from pdrl.nets.mlp import MLP, constrain
 
@@ -103,9 +104,9 @@ class SeparableCritic(_Critic):
     def __init__(self, temperature: float = 1.0, gather_distributed: bool = False, normalize: bool = False) -> None:
         super().__init__(gather_distributed)
         if not temperature > 0:
-            raise ValueError(f"{type(self).__name__}(temperature={temperature}) must be > 0, e.g. 0.1.")
+            raise ConfigError(f"{type(self).__name__}(temperature={temperature}) must be > 0, e.g. 0.1.")
         if not isinstance(normalize, bool):
-            raise TypeError(f"{type(self).__name__}(normalize=...) must be True or False, got {normalize!r}.")
+            raise ConfigError(f"{type(self).__name__}(normalize=...) must be True or False, got {normalize!r}.")
         self.temperature, self.normalize = float(temperature), normalize
 
     def score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -178,7 +179,7 @@ class ConcatCritic(_Critic):
     ) -> None:
         super().__init__(gather_distributed)
         if len(hidden_dims) < 1:
-            raise ValueError("ConcatCritic needs at least one hidden layer (hidden_dims=(512, 512) in the PD code).")
+            raise ConfigError("ConcatCritic needs at least one hidden layer (hidden_dims=(512, 512) in the PD code).")
         self.first_a = constrain(nn.Linear(dim_a, hidden_dims[0]), spectral_norm == "all")
         self.first_b = constrain(nn.Linear(dim_b, hidden_dims[0], bias=False), spectral_norm == "all")
         self.rest = nn.Sequential(nn.ReLU(), MLP(hidden_dims[0], list(hidden_dims[1:]), 1, spectral_norm=spectral_norm))
@@ -208,7 +209,7 @@ class MultiLocationCritic(nn.Module):
     def __init__(self, clip: float | None = 20.0, gather_distributed: bool = False) -> None:
         super().__init__()
         if clip is not None and not clip > 0:
-            raise ValueError(f"MultiLocationCritic(clip={clip}) must be > 0, or None for no clipping.")
+            raise ConfigError(f"MultiLocationCritic(clip={clip}) must be > 0, or None for no clipping.")
         self.clip = None if clip is None else float(clip)
         self.gather_distributed = gather_distributed
 
@@ -262,7 +263,7 @@ class KeyQueue(nn.Module):
         super().__init__()
         for name, value in (("size", size), ("dim", dim)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"KeyQueue({name}={value!r}) must be an int >= 1.")
+                raise ConfigError(f"KeyQueue({name}={value!r}) must be an int >= 1.")
         self.size, self.dim = size, dim
         self.register_buffer("keys_buffer", torch.zeros(size, dim))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))

@@ -12,6 +12,7 @@ import torch
 from pdrl import fit
 from pdrl.checkpointing import AtomicCheckpointIO, find_last_checkpoint
 from pdrl.errors import ConfigError, one_sentence, run_command
+from pdrl.losses import OBJECTIVES
 from tests.tiny_run import fit_command, subprocess_env, tiny_config, write_config
 
 CHECK_KEY = "Check the config value"
@@ -21,7 +22,7 @@ BAD_ARGUMENTS = [
     (
         "unknown objective",
         ["--model.objective", "foo"],
-        "model.objective: 'foo' is not one of the choices: cpc, infonce, pcc, drfc",
+        f"model.objective: 'foo' is not one of the choices: {', '.join(OBJECTIVES)}.",
     ),
     ("unknown objective argument", ["--model.objective_args", '{"bogus": 1}'], "takes no argument bogus"),
     (
@@ -44,6 +45,7 @@ BAD_ARGUMENTS = [
     ("test fraction out of range", ["--data.test_fraction", "1.5"], "test_fraction=1.5 must be in (0, 1)"),
     ("unknown config key", ["--model.learning_rate", "0.1"], "model: Option 'learning_rate' is not accepted"),
     ("wrong type of max_steps", ["--trainer.max_steps", "ten"], "trainer.max_steps: Expected a <class 'int'>"),
+    ("negative max_steps", ["--trainer.max_steps", "-5"], "`max_steps` must be a non-negative integer or -1"),
     (
         "missing MNIST while offline",
         ["--data", "pdrl.data.images.MNISTDataModule", "--data.root", "{tmp}/no_data", "--data.download", "false"],
@@ -142,6 +144,34 @@ def test_malformed_yaml_config_ends_in_one_line(tmp_path, capsys):
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert status == 2 and error.startswith("pdrl: error: ") and "Problems parsing config" in error, error
     assert "line 1, column 8" in error
+
+
+def test_a_bug_inside_pdrl_keeps_its_traceback_and_says_it_is_one(tmp_path, monkeypatch):
+    """A plain ValueError raised inside pdrl during fit is not a user error: it propagates with a note."""
+    from pdrl.tasks.representation import RepresentationLearning
+
+    def broken_step(self, batch, batch_idx):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(RepresentationLearning, "training_step", broken_step)
+    config = write_config(tmp_path / "config.yaml", tiny_config(tmp_path / "run", max_steps=2, probe_every=100))
+    with pytest.raises(ValueError, match="an internal invariant broke") as raised:
+        run_command(fit.main, ["--config", str(config)])
+    assert any("this is a bug in pdrl" in note for note in raised.value.__notes__)
+
+
+def test_a_bug_in_a_constructor_wrapped_by_jsonargparse_keeps_its_traceback(tmp_path, monkeypatch):
+    """jsonargparse re-raises a constructor's error as its own ValueError: a bug under it is still a bug."""
+    from pdrl.nets import realnvp
+
+    def broken_coupling(*args, **kwargs):
+        raise TypeError("a bug in a coupling layer")
+
+    monkeypatch.setattr(realnvp, "AdditiveCoupling", broken_coupling)
+    config = write_config(tmp_path / "config.yaml", tiny_config(tmp_path / "run", max_steps=2, probe_every=100))
+    with pytest.raises(ValueError) as raised:
+        run_command(fit.main, ["--config", str(config)])
+    assert any("this is a bug in pdrl" in note for note in raised.value.__notes__)
 
 
 def test_one_sentence_keeps_plain_messages_and_folds_lines():

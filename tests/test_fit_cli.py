@@ -52,4 +52,5 @@ def test_unknown_objective_fails_while_parsing_also_with_print_config(
     captured = capsys.readouterr()
     assert "objective: foo" not in captured.out  # nothing printed as if it were valid
     message = captured.err.strip().splitlines()[-1]  # after Lightning's warning about pytest's own argv
-    assert message.startswith("pdrl: error: model.objective: 'foo' is not one of the choices: cpc, infonce, pcc")
+    choices = ", ".join(OBJECTIVES)
+    assert message.startswith(f"pdrl: error: model.objective: 'foo' is not one of the choices: {choices}.")

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pdrl.errors import ConfigError
 from pdrl.heads import CosineCritic, KeyQueue, SeparableCritic
 from pdrl.losses import (
     OBJECTIVES,
@@ -248,3 +249,21 @@ def test_key_queue_is_a_checkpointed_fifo() -> None:
     torch.testing.assert_close(queue.keys, torch.arange(14.0).view(7, 2)[2:])
     with pytest.raises(ValueError, match=r"needs \(n, 2\) keys"):
         queue.enqueue(torch.zeros(3, 4))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: QueueLayout(-1),
+        lambda: QueueLayout(4, batch_negatives=1),
+        lambda: CPCLoss(cross_entropy=1),
+        lambda: KeyQueue(0, 2),
+        lambda: SeparableCritic(temperature=0.0),
+        lambda: SeparableCritic(normalize=1),
+    ],
+    ids=["queue_size", "batch_negatives", "cross_entropy", "queue_length", "temperature", "normalize"],
+)
+def test_bad_constructor_values_are_config_errors(build) -> None:
+    # a ConfigError ends in one line 'pdrl: error: ...' (exit 2); a plain ValueError/TypeError is reported as a bug
+    with pytest.raises(ConfigError):
+        build()

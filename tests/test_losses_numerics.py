@@ -39,7 +39,8 @@ def assert_finite_loss_and_gradient(objective: torch.nn.Module, scores: torch.Te
     (gradient,) = torch.autograd.grad(loss, scores)
     assert torch.isfinite(loss), f"loss {loss}"
     assert torch.isfinite(gradient).all(), "gradient has inf/nan"
-    assert torch.isfinite(objective.mi(scores)), "readout is not finite"
+    readout = objective.mi(scores)  # exact: -inf once E_Q[e^f] overflows float64 (tests/test_readouts_exact.py)
+    assert not torch.isnan(readout) and readout < math.inf, f"readout {readout}"
     assert torch.isfinite(objective.log_pd(scores.detach())).all(), "log-PD is not finite"
 
 
@@ -68,7 +69,8 @@ def test_low_precision_autocast_stays_finite(name: str, dtype: torch.dtype) -> N
     loss.backward()
     assert torch.isfinite(loss)
     assert scores.grad.dtype == dtype and torch.isfinite(scores.grad).all()
-    assert torch.isfinite(objective.mi(scores))
+    readout = objective.mi(scores)  # exact: -inf once E_Q[e^f] overflows float64 (tests/test_readouts_exact.py)
+    assert not torch.isnan(readout) and readout < math.inf
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVE_VARIANTS))

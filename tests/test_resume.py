@@ -92,7 +92,7 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
     probe_key = next(key for key in reference["callbacks"] if "LinearProbe" in key)
     history = [(entry["step"], entry["accuracy"]) for entry in resumed["callbacks"][probe_key]["history"]]
     assert history == [(entry["step"], entry["accuracy"]) for entry in reference["callbacks"][probe_key]["history"]]
-    assert [step for step, _ in history] == [0, 4, 8, 12]
+    assert [step for step, _ in history] == [0, 4, 8, 12]  # step 0: the untrained encoder (LinearProbe at_start)
 
     run_ids = {path.name.rsplit("-", 1)[-1] for path in (killed_folder / "wandb").glob("offline-run-*")}
     assert run_ids == {resumed[WANDB_RUN_ID_KEY]}, f"one W&B run expected, got {run_ids}"

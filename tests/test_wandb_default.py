@@ -96,7 +96,7 @@ def test_probe_curve_is_logged_at_every_probe(runs: dict) -> None:
     rows = history(runs["run_files"][0])
     probe_steps = [step for step, row in rows if "probe/accuracy" in row]
     curve_steps = [step for step, row in rows if "probe/curve_table/path" in row]
-    assert probe_steps == [2, 4] and curve_steps == probe_steps
+    assert probe_steps == [0, 2, 4] and curve_steps == probe_steps  # step 0: the untrained encoder (at_start)
 
 
 @pytest.mark.slow

@@ -98,6 +98,13 @@ class ProbeCurvePlot(Callback):
             log_probe_curve(trainer, probe.history, probe.raw_pixel_accuracy)
             self._logged = len(probe.history)
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        probe = self._probe(trainer)
+        if trainer.global_step == 0:
+            self._update(trainer)  # the probe of the untrained encoder (LinearProbe(at_start=True)), at step 0
+        elif probe is not None:  # a resume: the restored history was logged by the interrupted run
+            self._logged = len(probe.history)
+
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
         self._update(trainer)
 

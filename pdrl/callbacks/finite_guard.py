@@ -25,6 +25,8 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_warn
 
+from pdrl.errors import ConfigError
+
 ACTIONS = ("raise", "skip")
 
 
@@ -51,9 +53,9 @@ class FiniteGuard(Callback):
 
     def __init__(self, action: str = "raise", max_consecutive_skips: int = 100) -> None:
         if action not in ACTIONS:
-            raise ValueError(f"FiniteGuard(action={action!r}) is unknown: choose one of {ACTIONS}.")
+            raise ConfigError(f"FiniteGuard(action={action!r}) is unknown: choose one of {ACTIONS}.")
         if not isinstance(max_consecutive_skips, int) or max_consecutive_skips < 1:
-            raise ValueError(f"FiniteGuard(max_consecutive_skips={max_consecutive_skips!r}) must be an integer >= 1.")
+            raise ConfigError(f"FiniteGuard(max_consecutive_skips={max_consecutive_skips!r}) must be an integer >= 1.")
         self.action = action
         self.max_consecutive_skips = max_consecutive_skips
         self.skipped_steps = 0

@@ -30,6 +30,7 @@ from pytorch_lightning.loggers import WandbLogger
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from pdrl import distributed
+from pdrl.errors import ConfigError
 
 CONSTANT_TOLERANCE = 1e-6
 SOLVERS = ("lbfgs", "saga")
@@ -63,7 +64,7 @@ def fit_logistic_regression(
     Returns the fitted map and the number of L-BFGS iterations it took.
     """
     if not C > 0:
-        raise ValueError(f"C={C!r} must be > 0 (scikit-learn's inverse regularisation strength), e.g. 10.")
+        raise ConfigError(f"C={C!r} must be > 0 (scikit-learn's inverse regularisation strength), e.g. 10.")
     features = features.float()
     model = torch.nn.Linear(features.shape[1], num_classes).to(features.device)
     torch.nn.init.zeros_(model.weight)
@@ -118,7 +119,7 @@ def linear_probe_accuracy(
     regularisation and the two differ (``tests/test_linear_probe.py`` builds such a case).
     """
     if solver not in SOLVERS:
-        raise ValueError(f"solver={solver!r} is unknown: choose one of {SOLVERS}.")
+        raise ConfigError(f"solver={solver!r} is unknown: choose one of {SOLVERS}.")
     train_features, test_features = minmax_scale(train_features, test_features)
     if solver == "saga":
         predictions = saga_predictions(train_features, train_labels, test_features, C)
@@ -198,11 +199,11 @@ class LinearProbe(Callback):
         at_start: bool = True,
     ) -> None:
         if not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise ValueError(f"LinearProbe(every_n_steps={every_n_steps!r}) must be a positive integer, e.g. 1000.")
+            raise ConfigError(f"LinearProbe(every_n_steps={every_n_steps!r}) must be a positive integer, e.g. 1000.")
         if not C > 0:
-            raise ValueError(f"LinearProbe(C={C!r}) must be > 0, e.g. 10.")
+            raise ConfigError(f"LinearProbe(C={C!r}) must be > 0, e.g. 10.")
         if solver not in SOLVERS:
-            raise ValueError(f"LinearProbe(solver={solver!r}) is unknown: choose one of {SOLVERS}.")
+            raise ConfigError(f"LinearProbe(solver={solver!r}) is unknown: choose one of {SOLVERS}.")
         self.every_n_steps = every_n_steps
         self.C = C
         self.max_iter = max_iter
@@ -223,7 +224,7 @@ class LinearProbe(Callback):
     def _datasets(self, trainer: Trainer) -> tuple[Dataset, Dataset]:
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "probe_dataset"):
-            raise TypeError(
+            raise ConfigError(
                 f"LinearProbe needs a datamodule with probe_dataset('train'/'test'), got {type(datamodule).__name__}."
             )
         return datamodule.probe_dataset("train"), datamodule.probe_dataset("test")

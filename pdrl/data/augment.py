@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pdrl import distributed
+from pdrl.errors import ConfigError
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -117,21 +118,21 @@ class PairAugmentation(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(translate, int) or translate < 0:
-            raise ValueError(f"PairAugmentation(translate={translate!r}) must be a non-negative number of pixels.")
+            raise ConfigError(f"PairAugmentation(translate={translate!r}) must be a non-negative number of pixels.")
         for name, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
             if not 0.0 <= value < 1.0:
-                raise ValueError(f"PairAugmentation({name}={value}) must be in [0, 1), e.g. 0.4.")
+                raise ConfigError(f"PairAugmentation({name}={value}) must be in [0, 1), e.g. 0.4.")
         if not 0.0 <= hue <= 0.5:
-            raise ValueError(f"PairAugmentation(hue={hue}) must be in [0, 0.5], e.g. 0.2.")
+            raise ConfigError(f"PairAugmentation(hue={hue}) must be in [0, 0.5], e.g. 0.2.")
         for name, value in (
             ("translate_prob", translate_prob),
             ("jitter_prob", jitter_prob),
             ("grayscale_prob", grayscale_prob),
         ):
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"PairAugmentation({name}={value}) is a probability: it must be in [0, 1].")
+                raise ConfigError(f"PairAugmentation({name}={value}) is a probability: it must be in [0, 1].")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ValueError(f"PairAugmentation needs 3 means and 3 positive stds (RGB), got mean={mean}, std={std}.")
+            raise ConfigError(f"PairAugmentation needs 3 means and 3 positive stds (RGB), got mean={mean}, std={std}.")
         self.translate, self.translate_prob = translate, translate_prob
         self.jitter = (brightness, contrast, saturation, hue)
         self.jitter_prob, self.grayscale_prob = jitter_prob, grayscale_prob

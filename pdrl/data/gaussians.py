@@ -28,13 +28,16 @@ import torch
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 
+from pdrl.data.resumable import batches_trained
+from pdrl.errors import ConfigError
+
 TASKS = ("gaussian", "cubic")
 
 
 def rho_from_mi(mi: float, dim: int) -> float:
     """The per-dimension correlation that gives ``mi`` nats in ``dim`` dimensions: sqrt(1 - exp(-2 mi / d))."""
     if mi < 0 or dim <= 0:
-        raise ValueError(f"rho_from_mi needs mi >= 0 and dim > 0, got mi={mi}, dim={dim}.")
+        raise ConfigError(f"rho_from_mi needs mi >= 0 and dim > 0, got mi={mi}, dim={dim}.")
     return math.sqrt(1.0 - math.exp(-2.0 * mi / dim))
 
 
@@ -72,9 +75,9 @@ def sample_pairs(
         generator: the random stream (a seeded ``torch.Generator`` for reproducible data).
     """
     if task not in TASKS:
-        raise ValueError(f"Unknown task {task!r}: choose one of {TASKS}.")
+        raise ConfigError(f"Unknown task {task!r}: choose one of {TASKS}.")
     if not 0.0 <= batch_correlation < 1.0:
-        raise ValueError(f"batch_correlation must be in [0, 1), got {batch_correlation}.")
+        raise ConfigError(f"batch_correlation must be in [0, 1), got {batch_correlation}.")
     noise_x = torch.randn(batch_size, dim, generator=generator)
     noise_y = torch.randn(batch_size, dim, generator=generator)
     x = noise_x if batch_correlation == 0.0 else _ar1_chain(noise_x, batch_correlation)
@@ -135,7 +138,9 @@ class MIStaircase(IterableDataset):
     matrix (the imbalanced PC adds log(n - 1)).
 
     Use with ``DataLoader(stream, batch_size=None)``: no per-sample collation. Every iteration restarts
-    the same seeded stream.
+    the same seeded stream, at step ``start_step`` (0 unless ``load_state_dict`` set it; it applies to the next
+    iteration only): the steps before it are drawn and dropped, so the batches from there on are exactly those
+    of an uninterrupted pass.
 
     Args:
         dim: dimension d of x and y (20 in the papers).
@@ -163,21 +168,29 @@ class MIStaircase(IterableDataset):
     ) -> None:
         super().__init__()
         if task not in TASKS:
-            raise ValueError(f"Unknown task {task!r}: choose one of {TASKS}.")
+            raise ConfigError(f"Unknown task {task!r}: choose one of {TASKS}.")
         if dim <= 0 or batch_size < 2 or steps_per_level <= 0 or heldout_batches < 0:
-            raise ValueError(
+            raise ConfigError(
                 "MIStaircase needs dim > 0, batch_size >= 2, steps_per_level > 0 and heldout_batches >= 0, got "
                 f"dim={dim}, batch_size={batch_size}, steps_per_level={steps_per_level}, "
                 f"heldout_batches={heldout_batches}."
             )
         if not mi_levels or any(level <= 0 for level in mi_levels):
-            raise ValueError(f"mi_levels must be a non-empty list of positive MI values in nats, got {mi_levels}.")
+            raise ConfigError(f"mi_levels must be a non-empty list of positive MI values in nats, got {mi_levels}.")
         if not 0.0 <= batch_correlation < 1.0:
-            raise ValueError(f"batch_correlation must be in [0, 1) (MICE uses 0.1 ... 0.5), got {batch_correlation}.")
+            raise ConfigError(f"batch_correlation must be in [0, 1) (MICE uses 0.1 ... 0.5), got {batch_correlation}.")
         self.dim, self.batch_size, self.task = dim, batch_size, task
         self.mi_levels = [float(level) for level in mi_levels]
         self.steps_per_level, self.heldout_batches, self.seed = steps_per_level, heldout_batches, seed
         self.batch_correlation, self.batch_correlation_uniform = float(batch_correlation), batch_correlation_uniform
+        self.start_step = 0
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the next iteration starts (``{"start_step": k}``)."""
+        return {"start_step": self.start_step}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.start_step = int(state_dict["start_step"])
 
     @property
     def total_steps(self) -> int:
@@ -190,6 +203,7 @@ class MIStaircase(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         generator = torch.Generator().manual_seed(self.seed)
         heldout_generator = torch.Generator().manual_seed(self.seed + 1)
+        start, self.start_step = self.start_step % self.total_steps, 0
         for step in range(self.total_steps):
             mi = self.true_mi(step)
             rho = rho_from_mi(mi, self.dim)
@@ -197,6 +211,11 @@ class MIStaircase(IterableDataset):
             if self.batch_correlation_uniform:
                 correlation = correlation * torch.rand((), generator=generator).item()
             x, y = sample_pairs(self.batch_size, self.dim, rho, self.task, correlation, generator)
+            if step < start:  # already trained on before a resume: advance both streams exactly, yield nothing
+                if self.heldout_batches > 0 and (step + 1) % self.steps_per_level == 0:
+                    for _ in range(self.heldout_batches):
+                        sample_pairs(self.batch_size, self.dim, rho, self.task, 0.0, heldout_generator)
+                continue
             batch = {
                 "x": x,
                 "y": y,
@@ -221,7 +240,11 @@ class MIStaircase(IterableDataset):
 
 
 class GaussianMIDataModule(LightningDataModule):
-    """LightningDataModule around :class:`MIStaircase` (same arguments); one epoch is the whole staircase."""
+    """LightningDataModule around :class:`MIStaircase` (same arguments); one epoch is the whole staircase.
+
+    Its ``state_dict`` (saved by Lightning in every checkpoint) holds the number of steps already trained on, so
+    a resumed run continues the staircase where it stopped; see :func:`pdrl.data.resumable.batches_trained`.
+    """
 
     def __init__(
         self,
@@ -250,3 +273,9 @@ class GaussianMIDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.stream, batch_size=None, num_workers=0)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"start_step": batches_trained(self.trainer) % self.stream.total_steps}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.stream.load_state_dict(state_dict)

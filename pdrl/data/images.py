@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from pdrl.data.resumable import ResumableDataLoader
+from pdrl.errors import ConfigError
 
 PROBE_SPLITS = ("train", "test")
 
@@ -52,7 +54,7 @@ class HalfImageDataModule(LightningDataModule, abc.ABC):
     def __init__(self, batch_size: int = 128, num_workers: int = 0) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 2:
-            raise ValueError(f"batch_size={batch_size!r} must be an integer >= 2 (a batch needs negative pairs).")
+            raise ConfigError(f"batch_size={batch_size!r} must be an integer >= 2 (a batch needs negative pairs).")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -70,7 +72,7 @@ class HalfImageDataModule(LightningDataModule, abc.ABC):
 
     def _split(self, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if split not in PROBE_SPLITS:
-            raise ValueError(f"split={split!r} is unknown: choose one of {PROBE_SPLITS}.")
+            raise ConfigError(f"split={split!r} is unknown: choose one of {PROBE_SPLITS}.")
         if split not in self._splits:
             self.setup()
         return self._splits[split]
@@ -84,7 +86,7 @@ class HalfImageDataModule(LightningDataModule, abc.ABC):
     def train_dataloader(self) -> DataLoader:
         top, bottom, _ = self._split("train")
         if len(top) < self.batch_size:
-            raise ValueError(f"The train split has {len(top)} images, fewer than batch_size={self.batch_size}.")
+            raise ConfigError(f"The train split has {len(top)} images, fewer than batch_size={self.batch_size}.")
         return ResumableDataLoader(  # shuffled; a run resumed mid-epoch sees the same batches
             TensorDataset(top, bottom),
             batch_size=self.batch_size,
@@ -116,7 +118,7 @@ class DigitsDataModule(HalfImageDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers)
         if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction={test_fraction!r} must be in (0, 1), e.g. 0.25.")
+            raise ConfigError(f"test_fraction={test_fraction!r} must be in (0, 1), e.g. 0.25.")
         self.test_fraction = test_fraction
         self.split_seed = split_seed
 
@@ -276,18 +278,16 @@ class ImageFolderDataModule(HalfImageDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers)
         if mode not in ("L", "RGB"):
-            raise ValueError(f"mode={mode!r} is unknown: choose 'L' (grey) or 'RGB'.")
+            raise ConfigError(f"mode={mode!r} is unknown: choose 'L' (grey) or 'RGB'.")
         self.root, self.image_size, self.mode = str(root), image_size, mode
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        from torchvision.datasets import ImageFolder
-
         folder = Path(self.root) / ("train" if train else "test")
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"ImageFolderDataModule needs {folder}/<class name>/<image files>; that folder does not exist."
             )
-        dataset = ImageFolder(str(folder))
+        dataset = _image_folder(str(folder), self._train_class_map(train))
         images = []
         for path, _ in dataset.samples:
             image = dataset.loader(path).convert(self.mode)
@@ -296,5 +296,46 @@ class ImageFolderDataModule(HalfImageDataModule):
             images.append(np.asarray(image, dtype=np.uint8))
         sizes = {image.shape for image in images}
         if len(sizes) != 1:
-            raise ValueError(f"Images under {folder} have different sizes {sorted(sizes)}: set image_size to resize.")
+            raise ConfigError(f"Images under {folder} have different sizes {sorted(sizes)}: set image_size to resize.")
         return torch.from_numpy(np.stack(images)), torch.tensor(dataset.targets, dtype=torch.long)
+
+    def _train_class_map(self, train: bool) -> dict[str, int] | None:
+        """None for the train split (ImageFolder numbers its sorted class folders); for the test split, the train
+        split's numbering: a test class missing is a warning, a test class unknown to train an error."""
+        if train:
+            return None
+        train_classes = _class_folders(Path(self.root) / "train")
+        test_classes = _class_folders(Path(self.root) / "test")
+        unknown = sorted(set(test_classes) - set(train_classes))
+        if unknown:
+            raise ConfigError(
+                f"{Path(self.root) / 'test'} has classes {unknown} that {Path(self.root) / 'train'} does not have: "
+                "the probe cannot be trained on them; add them to train or remove them from test."
+            )
+        missing = sorted(set(train_classes) - set(test_classes))
+        if missing:
+            warnings.warn(
+                f"{Path(self.root) / 'test'} has no images of classes {missing}; test labels keep the train "
+                "split's numbering.",
+                stacklevel=2,
+            )
+        return {name: index for index, name in enumerate(train_classes)}
+
+
+def _class_folders(folder: Path) -> list[str]:
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir()) if folder.is_dir() else []
+
+
+def _image_folder(root: str, class_to_idx: dict[str, int] | None):
+    """torchvision's ImageFolder of ``root``, numbering its classes by ``class_to_idx`` when given."""
+    from torchvision.datasets import ImageFolder
+
+    if class_to_idx is None:
+        return ImageFolder(root)
+
+    class NumberedImageFolder(ImageFolder):
+        def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+            present = _class_folders(Path(directory))
+            return present, {name: class_to_idx[name] for name in present}
+
+    return NumberedImageFolder(root)

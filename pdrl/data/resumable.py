@@ -13,7 +13,20 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from pytorch_lightning import Trainer
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+def batches_trained(trainer: Trainer | None) -> int:
+    """Training batches the run has trained on so far, all epochs together (0 without a trainer).
+
+    For the streams (MI staircase, GAN grid) that a resume replays up to this count. Checkpoints are saved
+    after a batch's update (``on_train_batch_end``) or at an epoch's end, when the batch counter of the loop
+    already includes the batch that was just trained on.
+    """
+    if trainer is None:
+        return 0
+    return int(trainer.fit_loop.epoch_loop.batch_progress.total.processed)
 
 
 class EpochPermutationSampler(Sampler[int]):

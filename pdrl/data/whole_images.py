@@ -33,6 +33,8 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, TensorDataset
 
 from pdrl.data.images import CIFAR10DataModule, FashionMNISTDataModule, HalfImageDataModule, MNISTDataModule
+from pdrl.data.resumable import ResumableDataLoader
+from pdrl.errors import ConfigError
 
 DATASETS: dict[str, type[HalfImageDataModule]] = {
     "cifar10": CIFAR10DataModule,
@@ -65,7 +67,7 @@ def read_image_folder(folder: Path, class_to_idx: dict[str, int]) -> tuple[torch
 
     unknown = sorted(path.name for path in folder.iterdir() if path.is_dir() and path.name not in class_to_idx)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"{folder} has class folders that the train split lacks: {', '.join(unknown)}. "
             "The classes are those of the train split; add them there or remove them here."
         )
@@ -110,9 +112,9 @@ class WholeImageDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if dataset != FOLDER and dataset not in DATASETS:
-            raise ValueError(f"Unknown dataset {dataset!r}: choose one of {', '.join([*DATASETS, FOLDER])}.")
+            raise ConfigError(f"Unknown dataset {dataset!r}: choose one of {', '.join([*DATASETS, FOLDER])}.")
         if probe_train_size is not None and (not isinstance(probe_train_size, int) or probe_train_size < 1):
-            raise ValueError(f"probe_train_size={probe_train_size!r} must be a positive integer, or None for all.")
+            raise ConfigError(f"probe_train_size={probe_train_size!r} must be a positive integer, or None for all.")
         self.dataset, self.root = dataset, str(root)
         self.reader = None
         if dataset in DATASETS:
@@ -158,7 +160,7 @@ class WholeImageDataModule(LightningDataModule):
     def probe_dataset(self, split: str) -> TensorDataset:
         """``(uint8 image, label)`` of the ``"train"`` (``probe_train_size`` of them) or ``"test"`` split."""
         if split not in PROBE_SPLITS:
-            raise ValueError(f"split={split!r} is unknown: choose one of {PROBE_SPLITS}.")
+            raise ConfigError(f"split={split!r} is unknown: choose one of {PROBE_SPLITS}.")
         dataset = self.split(train=split == "train")
         if split == "test" or self.probe_train_size is None or self.probe_train_size >= len(dataset):
             return dataset
@@ -168,11 +170,10 @@ class WholeImageDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.split(train=True)
         if len(dataset) < self.batch_size:
-            raise ValueError(f"The train split has {len(dataset)} images, fewer than batch_size={self.batch_size}.")
-        return DataLoader(
+            raise ConfigError(f"The train split has {len(dataset)} images, fewer than batch_size={self.batch_size}.")
+        return ResumableDataLoader(  # shuffled; a run resumed mid-epoch sees the same batches
             dataset,
             batch_size=self.batch_size,
-            shuffle=True,
             drop_last=True,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

@@ -19,10 +19,15 @@ from collections.abc import Sequence
 
 import torch
 from pytorch_lightning import LightningDataModule
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from pdrl import distributed
+from pdrl.data.resumable import ResumableDataLoader
+from pdrl.errors import ConfigError, DataFileError
 
-class WordVectorFileError(ValueError):
+
+class WordVectorFileError(DataFileError):
     """A word-vector file that does not follow the word2vec text format (names the file and line)."""
 
 
@@ -116,7 +121,7 @@ def align_by_word(
     text_row = {word: row for row, word in enumerate(text_words)}
     audio_rows = [row for row, word in enumerate(audio_words) if word in text_row]
     if not audio_rows:
-        raise ValueError(
+        raise ConfigError(
             f"{audio_path} and {text_path} share no word (first words {audio_words[:3]} and {text_words[:3]}): "
             "give the audio and text vectors of the same vocabulary."
         )
@@ -134,7 +139,7 @@ def split_test_words(
     """
     if test_words_file is None:
         if not 0 < num_test_words < len(words):
-            raise ValueError(
+            raise ConfigError(
                 f"num_test_words={num_test_words} must be between 1 and {len(words) - 1} "
                 f"(there are {len(words)} aligned words); the paper holds out 5000 of 37605."
             )
@@ -153,7 +158,7 @@ def split_test_words(
     is_test = torch.zeros(len(words), dtype=torch.bool)
     is_test[test_rows] = True
     if is_test.all():
-        raise ValueError(f"{test_words_file} lists every aligned word as a test word; leave some for training.")
+        raise ConfigError(f"{test_words_file} lists every aligned word as a test word; leave some for training.")
     return torch.nonzero(~is_test).flatten(), torch.nonzero(is_test).flatten()
 
 
@@ -161,7 +166,7 @@ def matching_candidates(num_words: int, num_candidates: int, seed: int) -> torch
     """``(num_words, num_candidates)`` indices for 1:k matching: column 0 is the word itself, the others are
     distinct other words, drawn uniformly by ``seed``."""
     if not 2 <= num_candidates <= num_words:
-        raise ValueError(
+        raise ConfigError(
             f"num_candidates={num_candidates} must be between 2 and the number of test words ({num_words})."
         )
     generator = torch.Generator().manual_seed(seed)
@@ -236,7 +241,7 @@ class WordVectorDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 2:
-            raise ValueError(f"batch_size must be an integer >= 2 (512 in the paper), got {batch_size!r}.")
+            raise ConfigError(f"batch_size must be an integer >= 2 (512 in the paper), got {batch_size!r}.")
         self.save_hyperparameters()
 
     def setup(self, stage: str | None = None) -> None:
@@ -256,7 +261,7 @@ class WordVectorDataModule(LightningDataModule):
             self.words, hp.num_test_words, hp.split_seed, hp.test_words_file
         )
         if len(self.train_rows) < hp.batch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"only {len(self.train_rows)} training words remain after holding out {len(self.test_rows)}, fewer "
                 f"than batch_size={hp.batch_size}: lower the batch size or the number of test words."
             )
@@ -270,17 +275,17 @@ class WordVectorDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         pairs = TensorDataset(self.audio[self.train_rows], self.text[self.train_rows])
-        return DataLoader(
-            pairs,
-            batch_size=self.hparams.batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=self.hparams.num_workers,
+        return ResumableDataLoader(  # shuffled; a run resumed mid-epoch sees the same batches
+            pairs, batch_size=self.hparams.batch_size, drop_last=True, num_workers=self.hparams.num_workers
         )
 
     def val_dataloader(self) -> DataLoader:
+        """The test trials; under DDP each rank gets its share, unpadded, so no trial is counted twice."""
         trials = MatchingTrials(self.audio[self.test_rows], self.text[self.test_rows], self.candidates)
-        return DataLoader(trials, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+        sampler = UnrepeatedDistributedSampler(trials, shuffle=False) if distributed.is_distributed() else None
+        return DataLoader(
+            trials, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=self.hparams.num_workers
+        )
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

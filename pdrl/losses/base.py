@@ -157,8 +157,12 @@ class DependencyLoss(nn.Module, abc.ABC):
 
     @torch.no_grad()
     def mi(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
-        """The MI readout in nats (a scalar without gradient)."""
-        return self.mi_readout(ScoreMatrix(scores.detach(), layout))
+        """The MI readout in nats (a float64 scalar without gradient), computed in float64 from the scores.
+
+        Readouts are exact: the linear continuation of ``exp`` (``exp_linear_above``) is in training losses only,
+        so a diverged critic reads as +-inf, not as a large finite number.
+        """
+        return self.mi_readout(ScoreMatrix(scores.detach().double(), layout))
 
     @abc.abstractmethod
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:

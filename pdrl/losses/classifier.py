@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pdrl.errors import ConfigError
 from pdrl.losses.base import DependencyLoss, Layout, ScoreMatrix
 
 
@@ -39,7 +40,7 @@ class PCCLoss(DependencyLoss):
     def __init__(self, balanced: bool = True) -> None:
         super().__init__()
         if not isinstance(balanced, bool):
-            raise TypeError(f"PCCLoss(balanced=...) must be True or False, got {balanced!r}.")
+            raise ConfigError(f"PCCLoss(balanced=...) must be True or False, got {balanced!r}.")
         self.balanced = balanced
 
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from pdrl.errors import ConfigError
 from pdrl.losses.base import DependencyLoss, Layout, ScoreMatrix
 
 
@@ -40,7 +41,7 @@ class CPCLoss(DependencyLoss):
     def __init__(self, cross_entropy: bool = False) -> None:
         super().__init__()
         if not isinstance(cross_entropy, bool):
-            raise TypeError(f"CPCLoss(cross_entropy=...) must be True or False, got {cross_entropy!r}.")
+            raise ConfigError(f"CPCLoss(cross_entropy=...) must be True or False, got {cross_entropy!r}.")
         self.cross_entropy = cross_entropy
 
     def forward(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from pdrl.errors import ConfigError
 from pdrl.losses.base import DependencyLoss, Layout, ScoreMatrix, exp_linear_above
 
 
@@ -13,7 +14,8 @@ class DensityMatchingLagrangianLoss(DependencyLoss):
 
         J = E_P[f] - (E_Q[e^f] - 1)          readout E_P[f]          log-PD = f
 
-    This is the NWJ objective shifted by one; its optimum is f = log-PD.
+    This is the NWJ objective shifted by one; its optimum is f = log-PD. Only the training loss continues
+    ``e^x`` linearly above e^10 (``exp_linear_above``); the readout E_P[f] needs no exponential and is exact.
 
     Example::
 
@@ -55,7 +57,7 @@ class DensityMatchingPenaltyLoss(DependencyLoss):
     def __init__(self, eta: float = 1.0) -> None:
         super().__init__()
         if not eta > 0:
-            raise ValueError(f"DensityMatchingPenaltyLoss(eta={eta}) is out of range: eta must be > 0, e.g. 1.0.")
+            raise ConfigError(f"DensityMatchingPenaltyLoss(eta={eta}) is out of range: eta must be > 0, e.g. 1.0.")
         self.eta = float(eta)
 
     @property

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from pdrl import distributed
+from pdrl.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -161,9 +162,9 @@ class QueueLayout(Layout):
 
     def __init__(self, queue_size: int, batch_negatives: bool = True) -> None:
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 0:
-            raise ValueError(f"QueueLayout(queue_size={queue_size!r}) must be an int >= 0, e.g. len(queue).")
+            raise ConfigError(f"QueueLayout(queue_size={queue_size!r}) must be an int >= 0, e.g. len(queue).")
         if not isinstance(batch_negatives, bool):
-            raise TypeError(f"QueueLayout(batch_negatives=...) must be True or False, got {batch_negatives!r}.")
+            raise ConfigError(f"QueueLayout(batch_negatives=...) must be True or False, got {batch_negatives!r}.")
         self.queue_size, self.batch_negatives = queue_size, batch_negatives
 
     def place(self, n_rows: int, n_cols: int, device: torch.device | None = None) -> Placement:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from pdrl.errors import ConfigError
 from pdrl.losses.base import DependencyLoss, Layout, ScoreMatrix, exp_linear_above
 
 FORMS = ("dv", "nwj")
@@ -44,9 +45,9 @@ class MICELoss(DependencyLoss):
     def __init__(self, form: str = "dv", partition_gradient: str = "full") -> None:
         super().__init__()
         if form not in FORMS:
-            raise ValueError(f"MICELoss(form={form!r}) is unknown: choose one of {FORMS}.")
+            raise ConfigError(f"MICELoss(form={form!r}) is unknown: choose one of {FORMS}.")
         if partition_gradient not in PARTITION_GRADIENTS:
-            raise ValueError(
+            raise ConfigError(
                 f"MICELoss(partition_gradient={partition_gradient!r}) is unknown: choose one of {PARTITION_GRADIENTS}."
             )
         self.form, self.partition_gradient = form, partition_gradient
@@ -62,7 +63,11 @@ class MICELoss(DependencyLoss):
         return joint_term - log_partition
 
     def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+        """The objective's value, with the exact ``exp`` in the nwj form (the loss continues it linearly)."""
         with torch.no_grad():
+            if self.form == "nwj":
+                partition = torch.exp(matrix.marginal_logmeanexp(matrix.scores - 1.0))
+                return 1.0 + matrix.joint_mean(matrix.joint - 1.0) - partition
             return self.objective(matrix)
 
     def log_pd(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from pdrl.errors import ConfigError
 from pdrl.losses.base import DependencyLoss, Layout, ScoreMatrix
 
 READOUTS = ("plugin", "self_normalized")
@@ -46,11 +47,11 @@ class DRFCLoss(DependencyLoss):
     def __init__(self, alpha: float = 0.0, eps: float = 1e-4, readout: str = "plugin") -> None:
         super().__init__()
         if not 0.0 <= alpha < 1.0:
-            raise ValueError(f"DRFCLoss(alpha={alpha}) is out of range: alpha must be in [0, 1), e.g. 0.01.")
+            raise ConfigError(f"DRFCLoss(alpha={alpha}) is out of range: alpha must be in [0, 1), e.g. 0.01.")
         if not 0.0 < eps < 1.0:
-            raise ValueError(f"DRFCLoss(eps={eps}) is out of range: eps must be in (0, 1), e.g. 1e-4.")
+            raise ConfigError(f"DRFCLoss(eps={eps}) is out of range: eps must be in (0, 1), e.g. 1e-4.")
         if readout not in READOUTS:
-            raise ValueError(f"DRFCLoss(readout={readout!r}) is unknown: choose one of {READOUTS}.")
+            raise ConfigError(f"DRFCLoss(readout={readout!r}) is unknown: choose one of {READOUTS}.")
         self.alpha, self.eps, self.readout = float(alpha), float(eps), readout
 
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:

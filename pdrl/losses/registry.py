@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from pdrl.errors import ConfigError
 from pdrl.losses.base import DependencyLoss
 from pdrl.losses.classifier import PCCLoss
 from pdrl.losses.contrastive import CPCLoss
@@ -40,12 +41,12 @@ def build_objective(name: str, **kwargs: Any) -> DependencyLoss:
     """
     key = name.lower() if isinstance(name, str) else name
     if key not in OBJECTIVES:
-        raise ValueError(f"Unknown objective {name!r}: choose one of {', '.join(sorted(OBJECTIVES))}.")
+        raise ConfigError(f"Unknown objective {name!r}: choose one of {', '.join(sorted(OBJECTIVES))}.")
     cls = OBJECTIVES[key]
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"Objective {name!r} ({cls.__name__}) takes no argument {', '.join(unknown)}; "
             f"it accepts: {', '.join(sorted(accepted)) or 'no arguments'}."
         )

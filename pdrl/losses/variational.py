@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pdrl.errors import ConfigError
 from pdrl.losses.base import DependencyLoss, Layout, ScoreMatrix, exp_linear_above
 
 
@@ -15,9 +16,16 @@ def js_objective(matrix: ScoreMatrix) -> torch.Tensor:
     return -(matrix.joint_mean(F.softplus(-matrix.joint)) + matrix.marginal_mean(F.softplus(matrix.scores)))
 
 
-def nwj_value(matrix: ScoreMatrix, scores_minus_one: torch.Tensor, joint_minus_one: torch.Tensor) -> torch.Tensor:
-    """``1 + E_P[g] - E_Q[e^g]`` for g given on the joint pairs and on the whole matrix."""
-    return 1.0 + matrix.joint_mean(joint_minus_one) - exp_linear_above(matrix.marginal_logmeanexp(scores_minus_one))
+def nwj_value(
+    matrix: ScoreMatrix, scores_minus_one: torch.Tensor, joint_minus_one: torch.Tensor, exact: bool = False
+) -> torch.Tensor:
+    """``1 + E_P[g] - E_Q[e^g]`` for g given on the joint pairs and on the whole matrix.
+
+    ``exact=False`` (the training loss) continues ``e^x`` linearly above e^10 (``exp_linear_above``);
+    ``exact=True`` (the readouts) uses ``exp`` itself: -inf once ``E_Q[e^g]`` overflows (float64 above e^709).
+    """
+    partition = matrix.marginal_logmeanexp(scores_minus_one)
+    return 1.0 + matrix.joint_mean(joint_minus_one) - (torch.exp(partition) if exact else exp_linear_above(partition))
 
 
 class NWJLoss(DependencyLoss):
@@ -25,8 +33,9 @@ class NWJLoss(DependencyLoss):
 
         I_NWJ = 1 + E_P[f - 1] - E_Q[e^(f - 1)]         log-PD = f - 1
 
-    The objective is also the readout. ``E_Q[e^(f-1)]`` is formed as ``exp(logmeanexp)`` and continued
-    linearly above e^10 (``exp_linear_above``) so that large scores give a large but finite loss.
+    The objective is also the readout. ``E_Q[e^(f-1)]`` is formed as ``exp(logmeanexp)``; in the training loss
+    only it is continued linearly above e^10 (``exp_linear_above``) so that large scores give a large but finite
+    loss and gradient. The readout is exact (float64, see ``DependencyLoss.mi``): -inf when the critic diverged.
 
     Example::
 
@@ -40,7 +49,7 @@ class NWJLoss(DependencyLoss):
         return nwj_value(matrix, matrix.scores - 1.0, matrix.joint - 1.0)
 
     def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
-        return self.objective(matrix)
+        return nwj_value(matrix, matrix.scores - 1.0, matrix.joint - 1.0, exact=True)
 
     def log_pd(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         return scores - 1.0
@@ -53,7 +62,7 @@ class JSLoss(DependencyLoss):
     """Jensen-Shannon training, NWJ readout (Poole et al. 2019; PD paper Table 1, row JS)::
 
     train:   -E_P softplus(-f) - E_Q softplus(f)        (optimal f = log-PD)
-    readout: NWJ at f + 1 = 1 + E_P[f] - E_Q[e^f]
+    readout: NWJ at f + 1 = 1 + E_P[f] - E_Q[e^f]          (exact, float64: -inf when the critic diverged)
 
     Example::
 
@@ -67,7 +76,7 @@ class JSLoss(DependencyLoss):
         return js_objective(matrix)
 
     def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
-        return nwj_value(matrix, matrix.scores, matrix.joint)
+        return nwj_value(matrix, matrix.scores, matrix.joint, exact=True)
 
 
 class DVLoss(DependencyLoss):
@@ -115,7 +124,7 @@ class MINELoss(DVLoss):
     def __init__(self, momentum: float = 0.9) -> None:
         super().__init__()
         if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"MINELoss(momentum={momentum}) is out of range: momentum must be in [0, 1), e.g. 0.9.")
+            raise ConfigError(f"MINELoss(momentum={momentum}) is out of range: momentum must be in [0, 1), e.g. 0.9.")
         self.momentum = float(momentum)
         self.register_buffer("log_ema", torch.tensor(math.nan))
 
@@ -161,7 +170,7 @@ class SMILELoss(DependencyLoss):
     def __init__(self, tau: float = 1.0) -> None:
         super().__init__()
         if not tau > 0:
-            raise ValueError(f"SMILELoss(tau={tau}) is out of range: tau must be > 0 (e.g. 1.0, 5.0 or inf).")
+            raise ConfigError(f"SMILELoss(tau={tau}) is out of range: tau must be > 0 (e.g. 1.0, 5.0 or inf).")
         self.tau = float(tau)
 
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:

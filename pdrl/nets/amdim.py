@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pdrl import distributed
+from pdrl.errors import ConfigError
 
 INPUT_SIZE = 32
 
@@ -146,7 +147,7 @@ class AMDIMEncoder(nn.Module):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("ndf", ndf), ("n_rkhs", n_rkhs), ("depth", depth)):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"AMDIMEncoder({name}={value!r}) must be a positive integer.")
+                raise ConfigError(f"AMDIMEncoder({name}={value!r}) must be a positive integer.")
         self.in_channels, self.n_rkhs = in_channels, n_rkhs
         width7 = 4 * ndf
         self.to_map7 = nn.Sequential(

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as apply_spectral_norm
 
+from pdrl.errors import ConfigError
+
 SPECTRAL_NORM_CHOICES = ("none", "last", "all")
 
 
@@ -27,10 +29,12 @@ class MLP(nn.Sequential):
 
     def __init__(self, in_dim: int, hidden_dims: Sequence[int], out_dim: int, spectral_norm: str = "none") -> None:
         if spectral_norm not in SPECTRAL_NORM_CHOICES:
-            raise ValueError(f"MLP(spectral_norm={spectral_norm!r}) is unknown: choose one of {SPECTRAL_NORM_CHOICES}.")
+            raise ConfigError(
+                f"MLP(spectral_norm={spectral_norm!r}) is unknown: choose one of {SPECTRAL_NORM_CHOICES}."
+            )
         for name, value in (("in_dim", in_dim), ("out_dim", out_dim), *(("hidden_dims", h) for h in hidden_dims)):
             if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"MLP({name}) must be positive integers, got {value!r}.")
+                raise ConfigError(f"MLP({name}) must be positive integers, got {value!r}.")
         widths = [in_dim, *hidden_dims, out_dim]
         layers: list[nn.Module] = []
         for index, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pdrl.errors import ConfigError
 from pdrl.nets.mlp import MLP
 
 
@@ -69,11 +70,11 @@ class RealNVP(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(dim, int) or dim < 2:
-            raise ValueError(f"RealNVP(dim={dim!r}) must be an integer >= 2 (a coupling splits the input in two).")
+            raise ConfigError(f"RealNVP(dim={dim!r}) must be an integer >= 2 (a coupling splits the input in two).")
         if not isinstance(num_couplings, int) or num_couplings < 1:
-            raise ValueError(f"RealNVP(num_couplings={num_couplings!r}) must be a positive integer, e.g. 30.")
+            raise ConfigError(f"RealNVP(num_couplings={num_couplings!r}) must be a positive integer, e.g. 30.")
         if not init_std >= 0:
-            raise ValueError(f"RealNVP(init_std={init_std!r}) must be >= 0, e.g. 1e-4.")
+            raise ConfigError(f"RealNVP(init_std={init_std!r}) must be >= 0, e.g. 1e-4.")
         self.dim = dim
         self.couplings = nn.ModuleList(AdditiveCoupling(dim, hidden_dims, init_std) for _ in range(num_couplings))
         generator = torch.Generator().manual_seed(seed)

@@ -120,11 +120,11 @@ class DeepRepresentation(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         if score_penalty < 0:
-            raise ValueError(f"DeepRepresentation(score_penalty={score_penalty}) must be >= 0 (AMDIM uses 0.05).")
+            raise ConfigError(f"DeepRepresentation(score_penalty={score_penalty}) must be >= 0 (AMDIM uses 0.05).")
         if warmup_steps < 0:
-            raise ValueError(f"DeepRepresentation(warmup_steps={warmup_steps}) must be >= 0.")
+            raise ConfigError(f"DeepRepresentation(warmup_steps={warmup_steps}) must be >= 0.")
         if cpc_negatives not in CPC_NEGATIVES:
-            raise ValueError(
+            raise ConfigError(
                 f"DeepRepresentation(cpc_negatives={cpc_negatives!r}) is unknown: choose one of {CPC_NEGATIVES}."
             )
         self.objective = build_objective(objective, **(objective_args or {}))
@@ -132,12 +132,12 @@ class DeepRepresentation(pl.LightningModule):
             self.objective = PooledCPCLoss()
         pooled = isinstance(self.objective, PooledCPCLoss)
         if pooled and cpc_negatives == "per_location":
-            raise ValueError(
+            raise ConfigError(
                 f"DeepRepresentation(objective={objective!r}) pools the negatives, which contradicts "
                 "cpc_negatives='per_location': use objective 'cpc' for the per-location softmax."
             )
         if pooled and not batched_loss:
-            raise ValueError(
+            raise ConfigError(
                 "DeepRepresentation(batched_loss=False) scores each location matrix on its own, which cannot pool "
                 "negatives across locations: use batched_loss=True or cpc_negatives='per_location'."
             )

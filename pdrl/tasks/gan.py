@@ -27,6 +27,7 @@ from pytorch_lightning import LightningModule
 from pytorch_lightning.loggers import WandbLogger
 
 from pdrl.data.gaussian_grid import grid_metrics
+from pdrl.errors import ConfigError
 from pdrl.heads import SeparableCritic
 from pdrl.losses import build_objective
 from pdrl.nets.mlp import MLP
@@ -92,13 +93,13 @@ class GAN(LightningModule):
     ) -> None:
         super().__init__()
         if code not in CODES:
-            raise ValueError(f"GAN(code={code!r}) is unknown: choose one of {CODES}.")
+            raise ConfigError(f"GAN(code={code!r}) is unknown: choose one of {CODES}.")
         if generator_loss not in GENERATOR_LOSSES:
-            raise ValueError(f"GAN(generator_loss={generator_loss!r}) is unknown: choose one of {GENERATOR_LOSSES}.")
+            raise ConfigError(f"GAN(generator_loss={generator_loss!r}) is unknown: choose one of {GENERATOR_LOSSES}.")
         if not beta >= 0:
-            raise ValueError(f"GAN(beta={beta!r}) must be >= 0 (0 for the vanilla GAN).")
+            raise ConfigError(f"GAN(beta={beta!r}) must be >= 0 (0 for the vanilla GAN).")
         if code == "categorical" and code_dim < 2:
-            raise ValueError(f"GAN(code_dim={code_dim}) must be >= 2 categories for a categorical code.")
+            raise ConfigError(f"GAN(code_dim={code_dim}) must be >= 2 categories for a categorical code.")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.generator = MLP(noise_dim + code_dim, list(hidden_dims), 2)
@@ -161,7 +162,7 @@ class GAN(LightningModule):
     def validation_step(self, real: torch.Tensor, batch_idx: int) -> None:
         datamodule = self.trainer.datamodule
         if not hasattr(datamodule, "centres") or not hasattr(datamodule, "std"):
-            raise TypeError(
+            raise ConfigError(
                 "GAN evaluates with the grid metrics and needs a datamodule with `centres` and `std`, "
                 "e.g. pdrl.data.gaussian_grid.GaussianGridDataModule."
             )

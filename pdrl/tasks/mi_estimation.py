@@ -15,6 +15,7 @@ import torch
 from pytorch_lightning import LightningModule
 from torch import nn
 
+from pdrl.errors import ConfigError
 from pdrl.heads import ConcatCritic, SeparableCritic
 from pdrl.losses import build_objective
 from pdrl.nets.mlp import MLP
@@ -78,9 +79,9 @@ class MIEstimation(LightningModule):
     ) -> None:
         super().__init__()
         if critic not in CRITICS:
-            raise ValueError(f"MIEstimation(critic={critic!r}) is unknown: choose one of {CRITICS}.")
+            raise ConfigError(f"MIEstimation(critic={critic!r}) is unknown: choose one of {CRITICS}.")
         if not lr > 0:
-            raise ValueError(f"MIEstimation(lr={lr}) must be > 0, e.g. 5e-4.")
+            raise ConfigError(f"MIEstimation(lr={lr}) must be > 0, e.g. 5e-4.")
         self.save_hyperparameters()
         self.objective = build_objective(objective, **(objective_args or {}))
         hidden_dims = list(hidden_dims)

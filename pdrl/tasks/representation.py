@@ -6,6 +6,7 @@ import torch
 from pytorch_lightning import LightningModule
 from torch import nn
 
+from pdrl.errors import ConfigError
 from pdrl.losses import build_objective
 from pdrl.tasks.names import ObjectiveName
 
@@ -58,7 +59,7 @@ class RepresentationLearning(LightningModule):
     ) -> None:
         super().__init__()
         if not lr > 0:
-            raise ValueError(f"lr={lr!r} must be > 0, e.g. 1e-4.")
+            raise ConfigError(f"lr={lr!r} must be > 0, e.g. 1e-4.")
         self.save_hyperparameters(ignore=["encoder_a", "encoder_b", "critic"])
         self.encoder_a = encoder_a
         self.encoder_b = encoder_b

@@ -25,6 +25,7 @@ from pytorch_lightning import LightningModule
 from pytorch_lightning.loggers import WandbLogger
 from torchmetrics import MeanMetric
 
+from pdrl.errors import ConfigError
 from pdrl.heads import SeparableCritic
 from pdrl.losses import build_objective
 from pdrl.nets.mlp import MLP
@@ -94,7 +95,7 @@ class CrossModalRetrieval(LightningModule):
     def setup(self, stage: str) -> None:
         batch_size = getattr(self.trainer.datamodule, "hparams", {}).get("batch_size")
         if batch_size is None:
-            raise TypeError(
+            raise ConfigError(
                 "CrossModalRetrieval needs a datamodule with a `batch_size` hparam: use WordVectorDataModule."
             )
         world = self.trainer.world_size if self.hparams.gather_distributed else 1
@@ -134,7 +135,7 @@ class CrossModalRetrieval(LightningModule):
             return
         test_words = getattr(self.trainer.datamodule, "test_words", None)
         if test_words is None:
-            raise TypeError("CrossModalRetrieval needs a datamodule with `test_words`: use WordVectorDataModule.")
+            raise ConfigError("CrossModalRetrieval needs a datamodule with `test_words`: use WordVectorDataModule.")
         table = retrieval_table(rows[True] + rows[False], test_words)
         columns = table_columns(self.trainer.datamodule.hparams.num_candidates)
         os.makedirs(self.trainer.default_root_dir, exist_ok=True)
