@@ -72,7 +72,7 @@ def test_quick_start_logs_offline_with_one_line_and_no_prompt(runs: dict) -> Non
 @pytest.mark.slow
 def test_offline_run_holds_plot_figures_config_and_the_objective_in_its_name(runs: dict) -> None:
     run_file = runs["run_files"][0]
-    assert run_name(run_file) == "quickstart_digits-pcc"
+    assert run_name(run_file) == "quickstart_digits-cpc"
     keys = set().union(*(row for _, row in history(run_file)))
     assert {"probe/accuracy", "train/loss", "probe/curve_table/path", "figures/probe_curve/path"} <= keys
     assert "figures/feature_pca/path" in keys
@@ -96,7 +96,7 @@ def test_probe_curve_is_logged_at_every_probe(runs: dict) -> None:
     rows = history(runs["run_files"][0])
     probe_steps = [step for step, row in rows if "probe/accuracy" in row]
     curve_steps = [step for step, row in rows if "probe/curve_table/path" in row]
-    assert probe_steps == [2, 4] and curve_steps == probe_steps
+    assert probe_steps == [0, 2, 4] and curve_steps == probe_steps
 
 
 @pytest.mark.slow
