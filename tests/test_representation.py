@@ -71,6 +71,16 @@ def test_quickstart_digits_runs_with_wandb_disabled_and_prints_the_probe(tmp_pat
     assert "probe at step 2: accuracy" in printed and "raw-pixel baseline" in printed
 
 
+def test_quickstart_config_learns_features_that_beat_its_untrained_encoder_on_test(tmp_path):
+    # the shipped settings in full (bench/quickstart_tuning.py chose them on validation); about 15 s of CPU
+    cli = main(["--config", str(CONFIGS / "quickstart_digits.yaml"), *csv_logger(tmp_path)])
+    probe = probe_of(cli)
+    untrained, learned = probe.history[0], probe.history[-1]
+    assert (untrained["step"], learned["step"]) == (0, cli.trainer.max_steps)
+    assert learned["accuracy"] > untrained["accuracy"] + 0.01
+    assert learned["accuracy"] > probe.raw_pixel_accuracy + 0.01
+
+
 @pytest.mark.parametrize(
     "config, make_data, objective",
     [("shallow_mnist.yaml", "mnist", "drfc"), ("shallow_cifar.yaml", "cifar10", "cpc")],
@@ -92,7 +102,7 @@ def test_shallow_configs_run_one_step_on_tiny_fake_data(tmp_path, fake_data, con
     ])  # fmt: skip
     assert cli.trainer.global_step == 1
     assert cli.model.hparams.objective == objective
-    assert [entry["step"] for entry in probe_of(cli).history] == [0, 1]
+    assert [entry["step"] for entry in probe_of(cli).history] == [0, 1]  # step 0: the untrained encoder
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
 
@@ -101,16 +111,16 @@ def test_resume_continues_the_same_run(tmp_path):
               "--trainer.callbacks.init_args.max_iter", "20", *csv_logger(tmp_path)]  # fmt: skip
     first = main([*common, "--trainer.max_steps", "3"])
     history = [dict(entry) for entry in probe_of(first).history]
-    assert [entry["step"] for entry in history] == [0, 2, 3]
+    assert [entry["step"] for entry in history] == [0, 2, 3]  # step 0: the untrained encoder
     logged = yaml.safe_load((Path(first.trainer.logger.log_dir) / "hparams.yaml").read_text())
-    assert logged["model"]["init_args"]["objective"] == "pcc"  # the resolved config reached the logger
+    assert logged["model"]["init_args"]["objective"] == "cpc"  # the resolved config reached the logger
     checkpoint = tmp_path / "checkpoints" / "last.ckpt"  # the config's ModelCheckpoint saves it at the end
     assert torch.load(checkpoint, weights_only=False)["global_step"] == 3
 
     second = main([*common, "--trainer.max_steps", "5", "--ckpt_path", str(checkpoint)])
     assert second.trainer.global_step == 5
     resumed = probe_of(second)
-    assert resumed.history[:2] == history  # restored from the checkpoint, not recomputed
+    assert resumed.history[:3] == history  # restored from the checkpoint, not recomputed
     assert [entry["step"] for entry in resumed.history] == [0, 2, 3, 4, 5]
     assert resumed.raw_pixel_accuracy == probe_of(first).raw_pixel_accuracy
 

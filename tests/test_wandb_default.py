@@ -72,7 +72,7 @@ def test_quick_start_logs_offline_with_one_line_and_no_prompt(runs: dict) -> Non
 @pytest.mark.slow
 def test_offline_run_holds_plot_figures_config_and_the_objective_in_its_name(runs: dict) -> None:
     run_file = runs["run_files"][0]
-    assert run_name(run_file) == "quickstart_digits-pcc"
+    assert run_name(run_file) == "quickstart_digits-cpc"
     keys = set().union(*(row for _, row in history(run_file)))
     assert {"probe/accuracy", "train/loss", "probe/curve_table/path", "figures/probe_curve/path"} <= keys
     assert "figures/feature_pca/path" in keys
