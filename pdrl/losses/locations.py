@@ -91,7 +91,8 @@ def location_mis(
     objective: torch.nn.Module, scores: torch.Tensor, groups: torch.Tensor, layout: Layout | None = None
 ) -> torch.Tensor:
     """The MI readout of every location score matrix, ``(K,)``, without gradient."""
-    return objective.mi_readout(LocationScoreMatrix(scores.detach().double(), groups, layout))  # exact, as DependencyLoss.mi
+    # exact, in float64, as DependencyLoss.mi
+    return objective.mi_readout(LocationScoreMatrix(scores.detach().double(), groups, layout))
 
 
 class PooledCPCLoss(CPCLoss):
