@@ -51,6 +51,7 @@ from pdrl.callbacks.checkpoint_state import RandomState, RunConfig, WandbRunId
 from pdrl.callbacks.figures import default_figure_callbacks
 from pdrl.callbacks.finite_guard import FiniteGuard
 from pdrl.callbacks.linear_probe import LinearProbe
+from pdrl.contracts import Embedder, ProbeDataSource
 from pdrl.errors import ConfigError, run_command
 from pdrl.losses import OBJECTIVES
 
@@ -221,12 +222,12 @@ def check_probe_needs(trainer: Trainer, model: LightningModule, datamodule: Ligh
     """Raise a ``ConfigError`` now when a LinearProbe callback could not run at its first evaluation."""
     if not any(isinstance(callback, LinearProbe) for callback in trainer.callbacks):
         return
-    if not callable(getattr(model, "embed", None)):
+    if not isinstance(model, Embedder):
         raise ConfigError(
             f"LinearProbe needs a task with embed(inputs), and {type(model).__name__} has none: remove the "
             "LinearProbe callback from trainer.callbacks."
         )
-    if not callable(getattr(datamodule, "probe_dataset", None)):
+    if not isinstance(datamodule, ProbeDataSource):
         raise ConfigError(
             f"LinearProbe needs a datamodule with probe_dataset('train'/'test') (labelled examples), and "
             f"{type(datamodule).__name__} has none: use one of pdrl.data.images, or remove the LinearProbe callback."

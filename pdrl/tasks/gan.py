@@ -94,6 +94,11 @@ class GAN(LightningModule):
             self.code_encoder = MLP(code_dim, list(critic_hidden_dims), critic_dim, spectral_norm="last")
             self.critic = SeparableCritic()
 
+    @property
+    def objective_name(self) -> str:
+        """The objective's registry name, as the config gives it (``pdrl.contracts.NamesObjective``)."""
+        return self.hparams.objective
+
     def sample_latent(self, num_samples: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
         """Noise z ~ U[0, 1] and codes c (one-hot categorical or U[-1, 1]) for ``num_samples`` samples."""
         hp = self.hparams

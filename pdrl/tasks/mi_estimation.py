@@ -75,6 +75,11 @@ class MIEstimation(LightningModule):
             self.head = ConcatCritic(dim, dim, hidden_dims, spectral_norm=spectral_norm)
         self.lr = lr
 
+    @property
+    def objective_name(self) -> str:
+        """The objective's registry name, as the config gives it (``pdrl.contracts.NamesObjective``)."""
+        return self.hparams.objective
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The ``(n, n)`` score matrix ``critic(x_i, y_j)``."""
         return self.head(self.encoder_x(x), self.encoder_y(y))

@@ -68,6 +68,11 @@ class CrossModalRetrieval(LightningModule):
         self.register_buffer("training_columns", torch.tensor(0, dtype=torch.long))
         self.val_accuracy = MeanMetric()
 
+    @property
+    def objective_name(self) -> str:
+        """The objective's registry name, as the config gives it (``pdrl.contracts.NamesObjective``)."""
+        return self.hparams.objective
+
     def pmi(self, scores: torch.Tensor) -> torch.Tensor:
         """Estimated PMI of each entry of an ``(n, k)`` score matrix, as the objective reads it out.
 
