@@ -6,11 +6,9 @@
   readable checkpoint raises ``CorruptCheckpointError`` naming the file.
 - A run folder (``trainer.default_root_dir``) keeps its checkpoints in ``<run folder>/checkpoints``;
   ``find_last_checkpoint`` resolves ``--ckpt_path last`` there.
-- ``WandbRunId`` stores the W&B run id in every checkpoint, so a resume continues the same W&B run.
-- ``RandomState`` stores the global random generators (torch, CUDA, numpy, Python) in every checkpoint and puts
-  them back when training resumes, so random augmentation or noise after a resume is that of an uninterrupted run.
-- ``RunConfig`` stores the run's model and data config (plain dicts) in every checkpoint; ``check_resume`` compares
-  it with the config of a resume before anything is built, logged or trained.
+- ``check_resume`` compares the run config stored in a checkpoint (by ``pdrl.callbacks.checkpoint_state.RunConfig``)
+  with the config of a resume before anything is built, logged or trained. The callbacks that put state into every
+  checkpoint (run config, W&B run id, random generators) live in ``pdrl.callbacks.checkpoint_state``.
 
 Loading is safe: ``torch.load(..., weights_only=True)``, whose unpickler rebuilds only tensors, plain Python
 containers and numbers, and nothing else. Everything pdrl saves is of that kind (the numpy generator state is
@@ -23,15 +21,11 @@ who trusts the file opts in with the environment variable ``PDRL_TRUSTED_CHECKPO
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning import Callback, LightningModule, Trainer
-from pytorch_lightning.loggers import WandbLogger
 
 from pdrl.errors import ConfigError, CorruptCheckpointError
 
@@ -92,12 +86,12 @@ def _needed_globals(path: str) -> list[str]:
         return []
 
 
-def _plain(value: Any) -> Any:
+def plain_config(value: Any) -> Any:
     """A config value as plain dicts, lists, strings and numbers (what a safe load rebuilds)."""
     if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
+        return {str(key): plain_config(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [plain_config(item) for item in value]
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)
@@ -114,7 +108,7 @@ def _flatten(value: Any, prefix: str) -> dict[str, Any]:
 
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """``key: saved -> current`` for every config value that differs (dotted keys, sorted)."""
-    old, new = _flatten(_plain(saved), ""), _flatten(_plain(current), "")
+    old, new = _flatten(plain_config(saved), ""), _flatten(plain_config(current), "")
     return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
             if old.get(key) != new.get(key)]  # fmt: skip
 
@@ -164,16 +158,6 @@ def check_weights_fit(checkpoint: dict[str, Any], path: str, model: torch.nn.Mod
     )
 
 
-class RunConfig(Callback):
-    """Store the run's model and data config (``{"model": ..., "data": ...}``, plain values) in every checkpoint."""
-
-    def __init__(self, run_config: dict[str, Any]) -> None:
-        self.run_config = _plain(run_config)
-
-    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        checkpoint[RUN_CONFIG_KEY] = self.run_config
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Torch checkpoint I/O that never leaves a half-written ``.ckpt`` behind and names a corrupt file on load."""
 
@@ -213,59 +197,3 @@ def find_last_checkpoint(run_folder: str | os.PathLike) -> Path:
             "with ModelCheckpoint(save_last=True)."
         )
     return candidates[-1]
-
-
-class WandbRunId(Callback):
-    """Store the W&B run id in every checkpoint (key ``wandb_run_id``) so a resume logs to the same W&B run."""
-
-    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and logger.version is not None:
-                checkpoint[WANDB_RUN_ID_KEY] = logger.version
-
-
-class RandomState(Callback):
-    """Save the global random generators in every checkpoint (key ``rng_states``) and restore them on resume.
-
-    They are restored at ``on_train_start``, after the train loader was built, which is where an uninterrupted
-    run's generators stood when it saved. Under DDP the states of the rank that saves (rank 0) are restored on
-    every rank.
-    """
-
-    def __init__(self) -> None:
-        self._states_to_restore: dict[str, Any] | None = None
-
-    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rng_states"] = {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": _numpy_state_to_plain(np.random.get_state()),
-            "python": random.getstate(),
-        }
-
-    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        self._states_to_restore = checkpoint.get("rng_states")
-
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        states, self._states_to_restore = self._states_to_restore, None
-        if states is None:
-            return
-        torch.set_rng_state(states["torch"])
-        if states["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states["cuda"])
-        np.random.set_state(_numpy_state_from_plain(states["numpy"]))
-        random.setstate(states["python"])
-
-
-def _numpy_state_to_plain(state: tuple) -> dict[str, Any]:
-    """numpy's legacy generator state with its key array as a tensor (a safe load rebuilds it)."""
-    name, keys, position, has_gauss, cached_gaussian = state
-    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}  # fmt: skip
-
-
-def _numpy_state_from_plain(state: dict[str, Any] | tuple) -> tuple:
-    if isinstance(state, tuple):  # checkpoints written before the state was stored as a tensor
-        return state
-    keys = state["keys"].numpy().astype(np.uint32)
-    return state["name"], keys, state["position"], state["has_gauss"], state["cached_gaussian"]

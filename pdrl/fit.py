@@ -9,11 +9,11 @@ Built on LightningCLI, so every constructor argument of the task (``model``), it
   and the objective names; an unknown objective fails while parsing, with ``--print_config`` too.
 - ``--ckpt_path`` (a path, or ``last``) resumes a run.
 
-Reliability (``pdrl.checkpointing``, ``pdrl.errors``, ``pdrl.callbacks.finite_guard``): checkpoints are written
-atomically to ``<trainer.default_root_dir>/checkpoints``; ``--ckpt_path last`` resumes the newest ``last*.ckpt``
-there and continues the same W&B run (its id is stored in every checkpoint, with the random generators); a
-``FiniteGuard(action="raise")`` is added when the config has none; a user error ends in one line
-``pdrl: error: ...`` and exit status 2.
+Reliability (``pdrl.checkpointing``, ``pdrl.callbacks.checkpoint_state``, ``pdrl.errors``,
+``pdrl.callbacks.finite_guard``): checkpoints are written atomically to ``<trainer.default_root_dir>/checkpoints``;
+``--ckpt_path last`` resumes the newest ``last*.ckpt`` there and continues the same W&B run (its id is stored in
+every checkpoint, with the random generators); a ``FiniteGuard(action="raise")`` is added when the config has none;
+a user error ends in one line ``pdrl: error: ...`` and exit status 2.
 
 Checks before anything is built, logged or trained: a resume reads the checkpoint safely (``weights_only``), and
 stops unless it is of the same task class with the same model and data config (``--resume_with_changes true``
@@ -47,9 +47,11 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
 from pdrl import checkpointing, wandb_setup
+from pdrl.callbacks.checkpoint_state import RandomState, RunConfig, WandbRunId
 from pdrl.callbacks.figures import default_figure_callbacks
 from pdrl.callbacks.finite_guard import FiniteGuard
 from pdrl.callbacks.linear_probe import LinearProbe
+from pdrl.contracts import Embedder, ProbeDataSource
 from pdrl.errors import ConfigError, run_command
 from pdrl.losses import OBJECTIVES
 
@@ -191,11 +193,11 @@ class PdrlCLI(LightningCLI):
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(checkpointing.checkpoint_folder(trainer.default_root_dir))
-        trainer.callbacks.extend([checkpointing.WandbRunId(), checkpointing.RandomState()])
+        trainer.callbacks.extend([WandbRunId(), RandomState()])
         if not any(isinstance(callback, FiniteGuard) for callback in trainer.callbacks):
             trainer.callbacks.append(FiniteGuard(action="raise"))
         trainer.callbacks.extend(default_figure_callbacks(trainer, self.model, self.datamodule))
-        trainer.callbacks.append(checkpointing.RunConfig(self._run_config()))
+        trainer.callbacks.append(RunConfig(self._run_config()))
         check_writable(trainer)
         check_probe_needs(trainer, self.model, self.datamodule)
 
@@ -220,12 +222,12 @@ def check_probe_needs(trainer: Trainer, model: LightningModule, datamodule: Ligh
     """Raise a ``ConfigError`` now when a LinearProbe callback could not run at its first evaluation."""
     if not any(isinstance(callback, LinearProbe) for callback in trainer.callbacks):
         return
-    if not callable(getattr(model, "embed", None)):
+    if not isinstance(model, Embedder):
         raise ConfigError(
             f"LinearProbe needs a task with embed(inputs), and {type(model).__name__} has none: remove the "
             "LinearProbe callback from trainer.callbacks."
         )
-    if not callable(getattr(datamodule, "probe_dataset", None)):
+    if not isinstance(datamodule, ProbeDataSource):
         raise ConfigError(
             f"LinearProbe needs a datamodule with probe_dataset('train'/'test') (labelled examples), and "
             f"{type(datamodule).__name__} has none: use one of pdrl.data.images, or remove the LinearProbe callback."

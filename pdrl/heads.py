@@ -50,6 +50,19 @@ class _Critic(nn.Module, abc.ABC):
     def score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """The (n, m) score matrix of local rows ``a`` against (possibly gathered) columns ``b``."""
 
+    def own_candidates(self, rows: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Each row against its own k candidates (1:k matching), never gathered: ``(n, d), (n, k, d) -> (n, k)``.
+
+        ``out[i, j] = score(rows[i], candidates[i, j])``, the same score as the full matrix gives that pair,
+        computed for the n * k pairs only (``torch.vmap`` over the rows).
+        """
+        if rows.dim() != 2 or candidates.dim() != 3 or candidates.shape[0] != rows.shape[0]:
+            raise ValueError(
+                f"{type(self).__name__}.own_candidates needs (n, d) rows and (n, k, d) candidates of the same n, "
+                f"got {tuple(rows.shape)} and {tuple(candidates.shape)}."
+            )
+        return torch.vmap(lambda row, own: self.score(row.unsqueeze(0), own).squeeze(0))(rows, candidates)
+
     def two_view(self, view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:
         """Both views against both views, for ``TwoViewLayout()``: ``(2n, 2n)``, or ``(2n, world * 2n)`` gathered.
 

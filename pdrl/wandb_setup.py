@@ -8,6 +8,7 @@
 - ``WandbLogger``: Lightning's ``WandbLogger`` that logs every row at the trainer's step (W&B's ``_step`` equals the
   step Lightning passes, never decreasing), so a run resumed from a checkpoint continues the same step axis, also
   offline, where W&B itself would restart ``_step`` at 0.
+- ``wandb_loggers(trainer)``: the run's W&B loggers that log somewhere, on rank 0; the one place callbacks find them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from pytorch_lightning import Trainer
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -72,6 +74,21 @@ def offline_notice(run: Any) -> str:
         f"pdrl: no W&B API key found, so W&B logs offline to {shown}; upload it later with "
         f"`wandb login` then `wandb sync {shown}` (set WANDB_MODE=disabled to log nothing)."
     )
+
+
+def wandb_loggers(trainer: Trainer, include_disabled: bool = False) -> list[LightningWandbLogger]:
+    """The trainer's W&B loggers on rank 0 (none on other ranks, where Lightning's W&B methods do nothing).
+
+    Without ``include_disabled``, only those that log somewhere (not ``WANDB_MODE=disabled``).
+    """
+    if not trainer.is_global_zero:
+        return []
+    return [
+        logger
+        for logger in trainer.loggers
+        if isinstance(logger, LightningWandbLogger)
+        and (include_disabled or logger.experiment.settings.mode != "disabled")
+    ]
 
 
 class WandbLogger(LightningWandbLogger):

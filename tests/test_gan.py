@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from pdrl.data.gaussian_grid import GaussianGridDataModule, grid_centres, grid_metrics, sample_grid
+from pdrl.data.gaussian_grid import GaussianGridDataModule, grid_centres, sample_grid
 from pdrl.fit import main as fit
+from pdrl.metrics import grid_metrics
 from pdrl.tasks.gan import GAN
 
 STD = 0.05

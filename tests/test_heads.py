@@ -55,3 +55,17 @@ def test_heads_reject_mismatched_batches() -> None:
         ConcatCritic(2, 2, hidden_dims=())
     with pytest.raises(ValueError, match="spectral_norm='first'"):
         MLP(2, [4], 1, spectral_norm="first")
+
+
+@pytest.mark.parametrize(
+    "critic",
+    [SeparableCritic(temperature=0.5), SeparableCritic(temperature=0.3, normalize=True), BilinearCritic(3, 3)],
+    ids=["separable", "cosine", "bilinear"],
+)
+def test_own_candidates_are_the_entries_of_each_rows_full_score_matrix(critic) -> None:
+    torch.manual_seed(0)
+    rows, candidates = torch.randn(4, 3), torch.randn(4, 5, 3)
+    full = critic.score(rows, candidates.reshape(20, 3)).reshape(4, 4, 5)  # every row against every candidate
+    assert torch.allclose(critic.own_candidates(rows, candidates), full[torch.arange(4), torch.arange(4)], atol=1e-6)
+    with pytest.raises(ValueError, match="own_candidates needs"):
+        critic.own_candidates(rows, candidates[:3])

@@ -11,7 +11,8 @@ from pdrl.bench import mi as bench
 from pdrl.bench.mi import ESTIMATORS, Setting, ema, stage_statistics, train_ensemble, train_lean
 from pdrl.data.gaussians import statistical_floor
 from pdrl.fit import main as fit_main
-from pdrl.tasks.mi_estimation import CRITICS, MIEstimation, pointwise_errors
+from pdrl.metrics import pointwise_errors
+from pdrl.tasks.mi_estimation import CRITICS, MIEstimation
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMALL = {"mi_levels": [2.0], "hidden_dims": [64], "embed_dim": 16, "lr": 1e-3, "heldout_batches": 1}

@@ -22,7 +22,8 @@ from pytorch_lightning.utilities.data import _update_dataloader
 from torch.utils.data import DistributedSampler, TensorDataset
 
 from pdrl import fit
-from pdrl.checkpointing import WANDB_RUN_ID_KEY, AtomicCheckpointIO, RandomState, find_last_checkpoint, read_checkpoint
+from pdrl.callbacks.checkpoint_state import RandomState
+from pdrl.checkpointing import WANDB_RUN_ID_KEY, AtomicCheckpointIO, find_last_checkpoint, read_checkpoint
 from pdrl.data.images import DigitsDataModule
 from pdrl.data.resumable import ResumableDataLoader
 from pdrl.heads import BilinearCritic

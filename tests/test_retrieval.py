@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
+from pdrl.callbacks.retrieval_table import retrieval_table, table_columns, table_markdown
 from pdrl.data.word_vectors import synthetic_word_vectors, write_word_vectors
 from pdrl.fit import main as fit
-from pdrl.tasks.retrieval import CrossModalRetrieval, retrieval_table, table_columns, table_markdown
+from pdrl.tasks.retrieval import CrossModalRetrieval
 
 
 @pytest.fixture(autouse=True)

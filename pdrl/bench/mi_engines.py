@@ -13,7 +13,8 @@ import torch
 
 from pdrl.bench.mi_stacked import stack_critics
 from pdrl.data.gaussians import MIStaircase, rho_from_mi, sample_pairs
-from pdrl.tasks.mi_estimation import MIEstimation, lean_adam, pointwise_errors
+from pdrl.metrics import pointwise_errors
+from pdrl.tasks.mi_estimation import MIEstimation, lean_adam
 
 
 @dataclass

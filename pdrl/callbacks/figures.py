@@ -14,7 +14,7 @@ Each logs to the run's ``WandbLogger`` at the trainer's step and does nothing wh
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import matplotlib
 
@@ -27,32 +27,9 @@ from pytorch_lightning.loggers import WandbLogger  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 
 from pdrl.callbacks.linear_probe import LinearProbe  # noqa: E402
+from pdrl.contracts import Embedder, ProbeDataSource  # noqa: E402
 from pdrl.tasks.mi_estimation import MIEstimation  # noqa: E402
-
-
-@runtime_checkable
-class Embeds(Protocol):
-    """A task whose representation can be drawn: ``embed(inputs) -> features``."""
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor: ...
-
-
-@runtime_checkable
-class HasProbeData(Protocol):
-    """A datamodule with the labelled full splits that the probe uses."""
-
-    def probe_dataset(self, split: str) -> Any: ...
-
-
-def wandb_loggers(trainer: Trainer) -> list[WandbLogger]:
-    """The trainer's W&B loggers that log somewhere (not ``WANDB_MODE=disabled``); none off rank 0."""
-    if not trainer.is_global_zero:
-        return []
-    return [
-        logger
-        for logger in trainer.loggers
-        if isinstance(logger, WandbLogger) and logger.experiment.settings.mode != "disabled"
-    ]
+from pdrl.wandb_setup import wandb_loggers  # noqa: E402
 
 
 def _log(trainer: Trainer, loggers: list[WandbLogger], row: dict[str, Any]) -> None:
@@ -128,7 +105,7 @@ class FeatureProjection(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         loggers = wandb_loggers(trainer)
         datamodule = trainer.datamodule
-        if not loggers or not isinstance(pl_module, Embeds) or not isinstance(datamodule, HasProbeData):
+        if not loggers or not isinstance(pl_module, Embedder) or not isinstance(datamodule, ProbeDataSource):
             return
         dataset = datamodule.probe_dataset("test")
         indices = range(min(self.max_points, len(dataset)))
@@ -209,7 +186,7 @@ def default_figure_callbacks(
     callbacks: list[Callback] = []
     if LinearProbe in present and ProbeCurvePlot not in present:
         callbacks.append(ProbeCurvePlot())
-    if isinstance(model, Embeds) and isinstance(datamodule, HasProbeData) and FeatureProjection not in present:
+    if isinstance(model, Embedder) and isinstance(datamodule, ProbeDataSource) and FeatureProjection not in present:
         callbacks.append(FeatureProjection())
     if isinstance(model, MIEstimation) and MIStaircase not in present:
         callbacks.append(MIStaircase())

@@ -25,6 +25,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_warn
 
+from pdrl.contracts import NamesObjective
 from pdrl.errors import ConfigError
 
 ACTIONS = ("raise", "skip")
@@ -35,12 +36,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def objective_name(pl_module: LightningModule) -> str:
-    """The task's objective as its config names it (``hparams.objective``), else its class name."""
-    name = pl_module.hparams.get("objective") if hasattr(pl_module, "hparams") else None
-    if isinstance(name, str):
-        return name
-    objective = getattr(pl_module, "objective", None)
-    return type(objective).__name__ if objective is not None else type(pl_module).__name__
+    """The task's declared ``objective_name`` (``pdrl.contracts.NamesObjective``), else the task's class name."""
+    return pl_module.objective_name if isinstance(pl_module, NamesObjective) else type(pl_module).__name__
 
 
 class FiniteGuard(Callback):

@@ -1,14 +1,9 @@
-"""The 25-Gaussians benchmark of GAN mode collapse: a 5 x 5 grid of isotropic Gaussians, and its metrics.
+"""The 25-Gaussians benchmark of GAN mode collapse: a 5 x 5 grid of isotropic Gaussians.
 
 The modes sit at ``spacing * (i - (grid_size - 1) / 2, j - (grid_size - 1) / 2)``; with the defaults
 (grid 5, spacing 2, std 0.05) the centres are {-4, -2, 0, 2, 4}^2 and every mode has the same weight.
 
-Metrics (as in VEEGAN and PacGAN, on ``num_eval_samples = 2500`` generated points):
-
-- a sample is of **high quality** when it lies within ``n_sigma = 3`` standard deviations of the
-  nearest centre (Euclidean distance <= 3 * std);
-- a mode is **covered** when at least ``min_samples_per_mode = 20`` high-quality samples are closest to it
-  (PacGAN's rule: 20 of the 100 samples a perfect generator puts on each mode out of 2500).
+Its metrics (modes covered, high-quality share) are ``pdrl.metrics.grid_metrics``.
 """
 
 from __future__ import annotations
@@ -38,30 +33,6 @@ def sample_grid(
     """``num_samples`` points of the equal-weight mixture: a uniformly chosen centre plus N(0, std^2 I) noise."""
     modes = torch.randint(len(centres), (num_samples,), generator=generator)
     return centres[modes] + std * torch.randn(num_samples, centres.shape[1], generator=generator)
-
-
-def grid_metrics(
-    samples: torch.Tensor,
-    centres: torch.Tensor,
-    std: float,
-    n_sigma: float = 3.0,
-    min_samples_per_mode: int = 20,
-) -> dict[str, float]:
-    """Modes covered and share of high-quality samples (see the module docstring).
-
-    Returns:
-        ``{"modes_covered": k, "high_quality_share": q}``: k in [0, number of modes], q in [0, 1].
-    """
-    if samples.dim() != 2 or samples.shape[1] != centres.shape[1]:
-        raise ValueError(f"samples must be (n, {centres.shape[1]}) points, got shape {tuple(samples.shape)}.")
-    distances = torch.cdist(samples.float(), centres.float())
-    nearest_distance, nearest_mode = distances.min(dim=1)
-    high_quality = nearest_distance <= n_sigma * std
-    counts = torch.bincount(nearest_mode[high_quality], minlength=len(centres))
-    return {
-        "modes_covered": float((counts >= min_samples_per_mode).sum()),
-        "high_quality_share": float(high_quality.float().mean()),
-    }
 
 
 class GaussianGridBatches(IterableDataset):
@@ -99,7 +70,7 @@ class GaussianGridDataModule(LightningDataModule):
     """Real samples of the grid mixture for a GAN: training batches, and one fixed evaluation batch.
 
     The evaluation batch (``num_eval_samples`` real points, fixed by ``seed``) is what the GAN's
-    validation step compares against: it generates as many samples and scores them with ``grid_metrics``.
+    validation step compares against: it generates as many samples and scores them with ``pdrl.metrics.grid_metrics``.
 
     Args:
         grid_size: modes per side (5 gives the 25 Gaussians).

@@ -268,11 +268,6 @@ class WordVectorDataModule(LightningDataModule):
         self.test_words = [self.words[row] for row in self.test_rows.tolist()]
         self.candidates = matching_candidates(len(self.test_rows), hp.num_candidates, hp.candidates_seed)
 
-    @property
-    def dim(self) -> int:
-        """Dimension of the vectors (after ``setup``)."""
-        return self.audio.shape[1]
-
     def train_dataloader(self) -> DataLoader:
         pairs = TensorDataset(self.audio[self.train_rows], self.text[self.train_rows])
         return ResumableDataLoader(  # shuffled; a run resumed mid-epoch sees the same batches
@@ -286,6 +281,3 @@ class WordVectorDataModule(LightningDataModule):
         return DataLoader(
             trials, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=self.hparams.num_workers
         )
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()

@@ -121,12 +121,6 @@ class ScoreMatrix:
         """Mean of an ``(n, m)`` matrix of ``values`` over the marginal entries."""
         return self._global_sum(values.masked_fill(~self.marginal_mask, 0.0).sum(dim=(0, 1))) / self.n_marginal
 
-    def all_pairs_mean(self, values: torch.Tensor) -> torch.Tensor:
-        """Mean of an ``(n, m)`` matrix of ``values`` over every joint and marginal entry of the global matrix."""
-        if self.excluded_mask is not None:
-            values = values.masked_fill(self.excluded_mask, 0.0)
-        return self._global_sum(values.sum(dim=(0, 1))) / (self.n_total_rows * self.n_candidates)
-
     def marginal_logmeanexp(self, values: torch.Tensor) -> torch.Tensor:
         """``log mean exp`` of ``values`` over the marginal entries, stable and global over ranks."""
         masked = values.masked_fill(~self.marginal_mask, -math.inf)

@@ -41,8 +41,8 @@ class LocationScoreMatrix(ScoreMatrix):
 
     The rows and columns are placed by a layout, as for ``ScoreMatrix`` (``PairedLayout()`` when None: local
     ``(n, n)`` or columns gathered from every rank; ``TwoViewLayout()`` and ``QueueLayout(K)`` fit too), and
-    the same placement holds at every location. ``joint`` is ``(n, K)``; ``joint_mean``, ``marginal_mean``,
-    ``all_pairs_mean`` and ``marginal_logmeanexp`` return ``(K,)``; ``row_logsumexp`` returns ``(n, K)``;
+    the same placement holds at every location. ``joint`` is ``(n, K)``; ``joint_mean``, ``marginal_mean`` and
+    ``marginal_logmeanexp`` return ``(K,)``; ``row_logsumexp`` returns ``(n, K)``;
     ``n_negatives`` (and the readouts that use it) comes from the layout.
 
     Args:

@@ -163,6 +163,11 @@ class DeepRepresentation(pl.LightningModule):
         """The representation: the global vector of the normalised, un-augmented images, ``(n, n_rkhs)``."""
         return self.encoder(self.augmentation.normalise(images)).global_vector
 
+    @property
+    def objective_name(self) -> str:
+        """The objective's registry name, as the config gives it (``pdrl.contracts.NamesObjective``)."""
+        return self.hparams.objective
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The representation, ``embed(images)``."""
         return self.embed(images)

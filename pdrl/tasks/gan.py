@@ -16,20 +16,17 @@ collapse. ``beta = 0`` is the vanilla GAN (no critic is built).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from pytorch_lightning import LightningModule
-from pytorch_lightning.loggers import WandbLogger
 
-from pdrl.data.gaussian_grid import grid_metrics
 from pdrl.errors import ConfigError
 from pdrl.heads import SeparableCritic
 from pdrl.losses import build_objective
+from pdrl.metrics import grid_metrics
 from pdrl.nets.mlp import MLP
 from pdrl.tasks.names import ObjectiveName
 
@@ -37,26 +34,13 @@ CODES = ("categorical", "uniform")
 GENERATOR_LOSSES = ("saturating", "non_saturating")
 
 
-def scatter_figure(real: torch.Tensor, generated: torch.Tensor, centres: torch.Tensor, title: str) -> plt.Figure:
-    """Generated samples (blue) over real samples (grey) and the mode centres (red crosses)."""
-    figure, axis = plt.subplots(figsize=(5, 5))
-    axis.scatter(real[:, 0], real[:, 1], s=2, c="0.7", label="real")
-    axis.scatter(generated[:, 0], generated[:, 1], s=2, c="tab:blue", alpha=0.6, label="generated")
-    axis.scatter(centres[:, 0], centres[:, 1], s=30, c="tab:red", marker="x", label="mode centre")
-    limit = float(centres.abs().max()) * 1.5
-    axis.set(xlim=(-limit, limit), ylim=(-limit, limit), aspect="equal", title=title)
-    axis.legend(loc="upper right", fontsize=7, markerscale=3)
-    figure.tight_layout()
-    return figure
-
-
 class GAN(LightningModule):
     """Vanilla GAN (``beta=0``) or GAN + MICE (``beta>0``) on a 2-D mixture such as the 25 Gaussians.
 
     Validation generates as many samples as the real evaluation batch and logs ``val/modes_covered`` and
-    ``val/high_quality_share`` (``pdrl.data.gaussian_grid.grid_metrics``), and saves a scatter plot of the
-    samples over the true modes as ``<default_root_dir>/samples_step<k>.png`` (also to W&B when it is the logger).
-    It needs a datamodule with ``centres`` and ``std`` (``GaussianGridDataModule``).
+    ``val/high_quality_share`` (``pdrl.metrics.grid_metrics``); it returns the real and generated samples and the
+    metrics, which ``pdrl.callbacks.gan_samples.GANSamplesPlot`` draws. It needs a datamodule with ``centres`` and
+    ``std`` (``GaussianGridDataModule``).
 
     Args:
         noise_dim: size of the noise z ~ U[0, 1]^noise_dim (the MICE paper's standard uniform).
@@ -110,6 +94,11 @@ class GAN(LightningModule):
             self.code_encoder = MLP(code_dim, list(critic_hidden_dims), critic_dim, spectral_norm="last")
             self.critic = SeparableCritic()
 
+    @property
+    def objective_name(self) -> str:
+        """The objective's registry name, as the config gives it (``pdrl.contracts.NamesObjective``)."""
+        return self.hparams.objective
+
     def sample_latent(self, num_samples: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
         """Noise z ~ U[0, 1] and codes c (one-hot categorical or U[-1, 1]) for ``num_samples`` samples."""
         hp = self.hparams
@@ -159,7 +148,7 @@ class GAN(LightningModule):
         self.log("train/discriminator_loss", discriminator_loss, prog_bar=True)
         self.log("train/generator_loss", adversarial_loss, prog_bar=True)
 
-    def validation_step(self, real: torch.Tensor, batch_idx: int) -> None:
+    def validation_step(self, real: torch.Tensor, batch_idx: int) -> dict[str, Any]:
         datamodule = self.trainer.datamodule
         if not hasattr(datamodule, "centres") or not hasattr(datamodule, "std"):
             raise ConfigError(
@@ -171,23 +160,7 @@ class GAN(LightningModule):
         metrics = grid_metrics(generated.cpu(), datamodule.centres, datamodule.std)
         self.log("val/modes_covered", metrics["modes_covered"], batch_size=real.shape[0])
         self.log("val/high_quality_share", metrics["high_quality_share"], batch_size=real.shape[0])
-        if not self.trainer.sanity_checking:
-            self.save_scatter(real.cpu(), generated.cpu(), datamodule.centres, metrics)
-
-    def save_scatter(self, real: torch.Tensor, generated: torch.Tensor, centres: torch.Tensor, metrics: dict) -> None:
-        """Write the scatter plot PNG into the run's log folder and send it to W&B if that is the logger."""
-        title = (
-            f"step {self.global_step}, beta {self.hparams.beta}: {metrics['modes_covered']:.0f} modes, "
-            f"{100 * metrics['high_quality_share']:.1f}% high quality"
-        )
-        figure = scatter_figure(real, generated, centres, title)
-        os.makedirs(self.trainer.default_root_dir, exist_ok=True)
-        path = os.path.join(self.trainer.default_root_dir, f"samples_step{self.global_step}.png")
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image("val/samples", [path], step=self.global_step)
+        return {"real": real.detach(), "generated": generated.detach(), "metrics": metrics}
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -18,30 +18,11 @@ from torch import nn
 from pdrl.errors import ConfigError
 from pdrl.heads import ConcatCritic, SeparableCritic
 from pdrl.losses import build_objective
+from pdrl.metrics import pointwise_errors
 from pdrl.nets.mlp import MLP
 from pdrl.tasks.names import ObjectiveName
 
 CRITICS = ("separable", "concat")
-
-
-def pointwise_errors(estimate: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Errors of estimated log-PD matrices against the true ones, on joint and marginal pairs.
-
-    ``estimate`` and ``truth`` are ``(batches, n, n)`` (or one ``(n, n)`` matrix); joint pairs are the
-    diagonals, marginal pairs the off-diagonal entries. For each set: ``bias`` (mean of
-    estimate - truth), ``rmse``, ``error_std`` (the RMSE once a constant offset is removed: the accuracy of
-    estimators that learn log-PD only up to a constant, such as DV or SMILE) and ``corr`` (Pearson).
-    """
-    diagonal = torch.eye(truth.shape[-1], dtype=torch.bool, device=truth.device).expand(truth.shape)
-    errors = {}
-    for name, mask in (("joint", diagonal), ("marginal", ~diagonal)):
-        est, true = estimate[mask].double(), truth[mask].double()
-        error = est - true
-        errors[f"{name}_bias"] = error.mean()
-        errors[f"{name}_rmse"] = error.square().mean().sqrt()
-        errors[f"{name}_error_std"] = error.std(unbiased=False)
-        errors[f"{name}_corr"] = torch.corrcoef(torch.stack([est, true]))[0, 1]
-    return errors
 
 
 class MIEstimation(LightningModule):
@@ -94,6 +75,11 @@ class MIEstimation(LightningModule):
             self.head = ConcatCritic(dim, dim, hidden_dims, spectral_norm=spectral_norm)
         self.lr = lr
 
+    @property
+    def objective_name(self) -> str:
+        """The objective's registry name, as the config gives it (``pdrl.contracts.NamesObjective``)."""
+        return self.hparams.objective
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The ``(n, n)`` score matrix ``critic(x_i, y_j)``."""
         return self.head(self.encoder_x(x), self.encoder_y(y))
@@ -118,7 +104,7 @@ class MIEstimation(LightningModule):
 
     @torch.no_grad()
     def heldout_errors(self, x: torch.Tensor, y: torch.Tensor, true_log_pd: torch.Tensor) -> dict[str, torch.Tensor]:
-        """:func:`pointwise_errors` of the critic's log-PD on held-out batches ``(batches, n, dim)``.
+        """:func:`pdrl.metrics.pointwise_errors` of the critic's log-PD on held-out batches ``(batches, n, dim)``.
 
         Each held-out batch is scored on its own, like a training batch, against its ``(n, n)`` true log-PD.
         """

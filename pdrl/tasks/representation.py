@@ -99,3 +99,8 @@ class RepresentationLearning(LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         fused = self.fast and self.device.type in ("cpu", "cuda")
         return torch.optim.Adam(self.parameters(), lr=self.lr, fused=fused or None)
+
+    @property
+    def objective_name(self) -> str:
+        """The objective's registry name, as the config gives it (``pdrl.contracts.NamesObjective``)."""
+        return self.hparams.objective

@@ -16,13 +16,11 @@ or D-RF: it first learns the prior ratio log(511) and only then the dependency.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from pytorch_lightning import LightningModule
-from pytorch_lightning.loggers import WandbLogger
 from torchmetrics import MeanMetric
 
 from pdrl.errors import ConfigError
@@ -35,10 +33,8 @@ from pdrl.tasks.names import ObjectiveName
 class CrossModalRetrieval(LightningModule):
     """Learn the PD between audio and text word vectors; retrieve text by estimated PMI.
 
-    At the end of every validation it writes the paper's Table 2 (for ``num_table_examples`` correct and as
-    many incorrect trials: the audio word and its 5 candidates ranked by estimated PMI) as Markdown to
-    ``<default_root_dir>/retrieval_table.md`` and, with a W&B logger, as the table ``val/retrieval_examples``.
-    It needs ``WordVectorDataModule`` (for the words).
+    Validation logs ``val/top1_accuracy`` and returns each trial's candidates and their PMI, from which
+    ``pdrl.callbacks.retrieval_table.RetrievalTable`` writes the paper's Table 2.
 
     Args:
         input_dim: dimension of both word vectors (100).
@@ -48,7 +44,6 @@ class CrossModalRetrieval(LightningModule):
         objective_args: its keyword arguments (``{balanced: false}`` for the paper's PC).
         temperature: divides the inner products.
         lr: Adam learning rate (1e-3).
-        num_table_examples: correct and incorrect trials shown in the table.
         gather_distributed: score every rank's rows against the text embeddings of all ranks.
     """
 
@@ -61,7 +56,6 @@ class CrossModalRetrieval(LightningModule):
         objective_args: dict[str, Any] | None = None,
         temperature: float = 1.0,
         lr: float = 1e-3,
-        num_table_examples: int = 3,
         gather_distributed: bool = False,
     ) -> None:
         super().__init__()
@@ -73,7 +67,11 @@ class CrossModalRetrieval(LightningModule):
         # Columns of the training score matrix: the PC readout's prior ratio log(m - 1) depends on it.
         self.register_buffer("training_columns", torch.tensor(0, dtype=torch.long))
         self.val_accuracy = MeanMetric()
-        self.table_rows: dict[bool, list[tuple[int, torch.Tensor]]] = {True: [], False: []}
+
+    @property
+    def objective_name(self) -> str:
+        """The objective's registry name, as the config gives it (``pdrl.contracts.NamesObjective``)."""
+        return self.hparams.objective
 
     def pmi(self, scores: torch.Tensor) -> torch.Tensor:
         """Estimated PMI of each entry of an ``(n, k)`` score matrix, as the objective reads it out.
@@ -111,76 +109,20 @@ class CrossModalRetrieval(LightningModule):
         self.log("train/mi", self.objective.mi(scores))
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> dict[str, torch.Tensor]:
         audio, candidate_text, candidate_index = batch
         num_trials, num_candidates, dim = candidate_text.shape
-        audio_embedding = self.audio_encoder(audio)
         text_embedding = self.text_encoder(candidate_text.reshape(-1, dim)).reshape(num_trials, num_candidates, -1)
-        scores = torch.einsum("nd,nkd->nk", audio_embedding, text_embedding) / self.critic.temperature
-        pmi = self.pmi(scores)
+        pmi = self.pmi(self.critic.own_candidates(self.audio_encoder(audio), text_embedding))
         correct = pmi[:, 0] > pmi[:, 1:].amax(dim=1)
         self.val_accuracy.update(correct.float())
         self.log("val/mean_pmi_true_pair", pmi[:, 0].mean(), batch_size=num_trials, sync_dist=True)
-        for row in range(num_trials):
-            examples = self.table_rows[bool(correct[row])]
-            if len(examples) < self.hparams.num_table_examples:
-                examples.append((candidate_index[row].cpu(), pmi[row].cpu()))
+        return {"candidate_index": candidate_index, "pmi": pmi, "correct": correct}
 
     def on_validation_epoch_end(self) -> None:
-        rows, self.table_rows = self.table_rows, {True: [], False: []}
         accuracy = self.val_accuracy.compute()  # exact over every rank's trials
         self.val_accuracy.reset()
         self.log("val/top1_accuracy", accuracy, prog_bar=True)
-        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
-            return
-        test_words = getattr(self.trainer.datamodule, "test_words", None)
-        if test_words is None:
-            raise ConfigError("CrossModalRetrieval needs a datamodule with `test_words`: use WordVectorDataModule.")
-        table = retrieval_table(rows[True] + rows[False], test_words)
-        columns = table_columns(self.trainer.datamodule.hparams.num_candidates)
-        os.makedirs(self.trainer.default_root_dir, exist_ok=True)
-        path = os.path.join(self.trainer.default_root_dir, "retrieval_table.md")
-        with open(path, "w", encoding="utf-8") as file:
-            file.write(table_markdown(table, columns, self.hparams.objective, float(accuracy), self.global_step))
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_table("val/retrieval_examples", columns=columns, data=table, step=self.global_step)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
-
-
-def table_columns(num_candidates: int) -> list[str]:
-    """Header of Table 2: the audio word, the candidates by rank, and whether the top one is right."""
-    return ["audio word", *(f"rank {k}" for k in range(1, num_candidates + 1)), "correct"]
-
-
-def retrieval_table(examples: list[tuple[torch.Tensor, torch.Tensor]], words: Sequence[str]) -> list[list[str]]:
-    """Rows of Table 2: the audio word, then every candidate as ``word (PMI)`` from highest PMI to lowest.
-
-    Args:
-        examples: per trial, the candidates' indices into ``words`` (column 0 the true word) and their PMI.
-        words: the test words.
-    """
-    rows = []
-    for candidate_index, pmi in examples:
-        order = torch.argsort(pmi, descending=True, stable=True)
-        ranked = [f"{words[int(candidate_index[k])]} ({float(pmi[k]):.2f})" for k in order]
-        correct = bool(pmi[0] > pmi[1:].max())
-        rows.append([words[int(candidate_index[0])], *ranked, "yes" if correct else "no"])
-    return rows
-
-
-def table_markdown(rows: list[list[str]], columns: list[str], objective: str, accuracy: float, step: int) -> str:
-    """Table 2 as Markdown, with the top-1 accuracy of the 1:k matching."""
-    lines = [
-        f"# Cross-modal retrieval, 1:{len(columns) - 2} matching ({objective}, step {step})",
-        "",
-        f"Top-1 accuracy: {100 * accuracy:.2f}% (chance {100 / (len(columns) - 2):.0f}%). "
-        "Candidates ranked by estimated PMI (log PD).",
-        "",
-        "| " + " | ".join(columns) + " |",
-        "|" + "---|" * len(columns),
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
