@@ -44,6 +44,10 @@ class DataFileError(ValueError):
     """A data file that is there but unusable (truncated, corrupt, wrong checksum, wrong format); says what to do."""
 
 
+class MissingDataError(DataFileError, FileNotFoundError):
+    """Data files that are not there (and could not be downloaded); the message lists only the missing ones."""
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     DataFileError,

@@ -14,7 +14,6 @@ A subclass only says how to read its images: ``load_split(train) -> (uint8 image
 from __future__ import annotations
 
 import abc
-import os
 import pickle
 import warnings
 from pathlib import Path
@@ -24,8 +23,9 @@ import torch
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
+from pdrl.data.data_files import check_idx_dataset, missing_data_error
 from pdrl.data.resumable import ResumableDataLoader
-from pdrl.errors import ConfigError
+from pdrl.errors import ConfigError, DataFileError, MissingDataError
 
 PROBE_SPLITS = ("train", "test")
 
@@ -142,15 +142,6 @@ class DigitsDataModule(HalfImageDataModule):
         )
 
 
-def _missing_data_error(name: str, root: str, files: list[str], cause: Exception | None) -> FileNotFoundError:
-    where = "\n".join(f"  {os.path.join(root, file)}" for file in files)
-    reason = f" and downloading failed ({type(cause).__name__}: {str(cause).strip().splitlines()[0]})" if cause else ""
-    return FileNotFoundError(
-        f"{name} is not under root={root!r}{reason}. Put these files there (or run once with download=True "
-        f"on a machine with internet access):\n{where}"
-    )
-
-
 class _TorchvisionIdxDataModule(HalfImageDataModule):
     """MNIST-like datasets that torchvision stores as idx files under ``root/<Name>/raw``."""
 
@@ -162,22 +153,38 @@ class _TorchvisionIdxDataModule(HalfImageDataModule):
         self.download = download
 
     def prepare_data(self) -> None:
-        for train in (True, False):
-            self._dataset(train)
+        self._check_files()
 
-    def _dataset(self, train: bool):
+    def _dataset_class(self) -> type:
         import torchvision.datasets
 
-        dataset_class = getattr(torchvision.datasets, self.dataset_class_name)
-        files = [
-            f"{self.dataset_class_name}/raw/{os.path.splitext(os.path.basename(url))[0]}"
-            for url, _ in dataset_class.resources
-        ]
+        return getattr(torchvision.datasets, self.dataset_class_name)
+
+    def _check_files(self) -> None:
+        """Check the idx files (extracting verified .gz files); download when allowed and something is wrong."""
+        dataset_class = self._dataset_class()
         try:
-            return dataset_class(self.root, train=train, download=self.download)
-        except RuntimeError as error:  # torchvision: "Dataset not found" or "Error downloading"
-            cause = error if self.download else None
-            raise _missing_data_error(self.dataset_class_name, self.root, files, cause) from error
+            check_idx_dataset(dataset_class, self.root)
+            return
+        except DataFileError as error:
+            if not self.download:
+                raise
+            problem = error
+        try:
+            for train in (True, False):  # re-downloads a missing file, or a .gz whose md5 is not torchvision's
+                dataset_class(self.root, train=train, download=True)
+        except Exception as error:  # URLError, RuntimeError, ...: all mean the download failed
+            if isinstance(problem, MissingDataError):
+                total = len(dataset_class.resources)
+                raise missing_data_error(self.dataset_class_name, self.root, problem.files, total, error) from error
+            raise DataFileError(f"{problem} Downloading a fresh copy failed too ({type(error).__name__}).") from error
+        check_idx_dataset(dataset_class, self.root)
+
+    def _dataset(self, train: bool):
+        if not getattr(self, "_files_checked", False):
+            self._check_files()
+            self._files_checked = True
+        return self._dataset_class()(self.root, train=train, download=False)
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         dataset = self._dataset(train)
@@ -231,15 +238,15 @@ class CIFAR10DataModule(HalfImageDataModule):
     def prepare_data(self) -> None:
         if all(path.is_file() for path in self._paths()):
             return
-        files = [f"{CIFAR10_FOLDER}/{name}" for name in CIFAR10_FILES]
+        files = [f"{CIFAR10_FOLDER}/{path.name}" for path in self._paths() if not path.is_file()]
         if not self.download:
-            raise _missing_data_error("CIFAR10", self.root, files, None)
+            raise missing_data_error("CIFAR10", self.root, files, len(CIFAR10_FILES))
         import torchvision.datasets
 
         try:
             torchvision.datasets.CIFAR10(self.root, train=True, download=True)
         except Exception as error:  # URLError, RuntimeError, ...: all mean the download failed
-            raise _missing_data_error("CIFAR10", self.root, files, error) from error
+            raise missing_data_error("CIFAR10", self.root, files, len(CIFAR10_FILES), error) from error
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         self.prepare_data()
@@ -252,7 +259,7 @@ class CIFAR10DataModule(HalfImageDataModule):
                 images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
                 labels.append(np.asarray(batch["labels"], dtype=np.int64))
             except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as error:
-                raise ValueError(
+                raise DataFileError(
                     f"{path} is not a CIFAR10 python batch (a pickled dict with 'data' (N, 3072) uint8 and 'labels'): "
                     f"{error}. Replace it with the file from cifar-10-python.tar.gz."
                 ) from error
