@@ -48,7 +48,7 @@ class FixedGlobalBatches(LightningDataModule):
         return DataLoader(self.pairs, batch_sampler=batches)
 
 
-def fit_quick_start(folder: Path, devices: int) -> dict[str, torch.Tensor]:
+def fit_quick_start(folder: Path, devices: int, objective: str) -> dict[str, torch.Tensor]:
     """2 steps of the shipped quick start on ``FixedGlobalBatches``; the weights of its last checkpoint."""
     overrides = {
         "trainer": {
@@ -60,11 +60,11 @@ def fit_quick_start(folder: Path, devices: int) -> dict[str, torch.Tensor]:
             ]
         }
     }
-    run = folder / f"devices{devices}"
+    run = folder / f"{objective}_devices{devices}"
     override = write_config(folder / f"override{devices}.yaml", overrides)
     arguments = [
         *("--config", "quickstart_digits.yaml", "--config", str(override)),
-        *("--data", "tests.test_fit_distributed.FixedGlobalBatches"),
+        *("--data", "tests.test_fit_distributed.FixedGlobalBatches", "--model.objective", objective),
         *("--trainer.max_steps", "2", "--trainer.logger", "false", "--trainer.use_distributed_sampler", "false"),
         *("--trainer.accelerator", "cpu", "--trainer.devices", str(devices), "--trainer.default_root_dir", str(run)),
         *(("--trainer.strategy", "ddp") if devices > 1 else ()),
@@ -84,9 +84,23 @@ def fit_quick_start(folder: Path, devices: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_quick_start_trains_the_same_on_one_process_and_on_two(tmp_path: Path) -> None:
-    single = fit_quick_start(tmp_path, devices=1)
-    two_ranks = fit_quick_start(tmp_path, devices=2)
+@pytest.mark.parametrize(
+    "objective",
+    [
+        "pcc",
+        pytest.param(
+            "cpc",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="known bug, open: through pdrl.fit under DDP, CPC's G-encoder weights differ from 1 process by "
+                "up to 1.9 lr after 2 steps (PCC: 7e-5 lr); tests/test_distributed.py's loss-level CPC check passes",
+            ),
+        ),
+    ],
+)
+def test_quick_start_trains_the_same_on_one_process_and_on_two(tmp_path: Path, objective: str) -> None:
+    single = fit_quick_start(tmp_path, devices=1, objective=objective)
+    two_ranks = fit_quick_start(tmp_path, devices=2, objective=objective)
     assert single.keys() == two_ranks.keys()
     # Adam moves each weight by about lr per step whatever the gradient's size, so float rounding in the DDP
     # gradient average can move a weight with a tiny gradient by ~1e-6; scoring only the local half of the batch
