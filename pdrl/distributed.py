@@ -3,7 +3,8 @@
 Everything here is a no-op on a single process, so the same code runs on a laptop CPU and under
 Lightning's DDP. The backward pass of a gather sums the gradients of every rank back onto the local
 slice; combined with DDP's gradient averaging this gives exactly the gradient of the loss on the global
-batch (see ``tests/test_distributed.py``).
+batch (see ``tests/test_distributed.py``). ``UnpaddedDistributedSampler`` shares an evaluation set between the ranks
+with every item seen exactly once.
 
 The two autograd functions are ours rather than ``torch.distributed.nn.functional``'s: those are
 deprecated in torch 2.14, and on gloo their all-gather backward fills ``empty_like`` buffers with
@@ -12,8 +13,11 @@ gradients that may be non-contiguous, which scrambles them (seen with an einsum-
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sized
+
 import torch
 import torch.distributed as dist
+from torch.utils.data.distributed import DistributedSampler
 
 
 def is_distributed() -> bool:
@@ -105,3 +109,51 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
     gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, tensor)
     return torch.cat(gathered, dim=0)
+
+
+def mean_over_ranks(local_sum: torch.Tensor, local_count: int | torch.Tensor) -> torch.Tensor:
+    """Mean over the global batch from this rank's ``local_sum`` of ``local_count`` values, differentiably.
+
+    Every rank must hold the same count (equal per-rank batches, as DDP training has); identity division on one
+    process.
+    """
+    return sum_over_ranks(local_sum) / (local_count * world_size())
+
+
+class UnpaddedDistributedSampler(DistributedSampler):
+    """Each rank's share of a dataset, every index exactly once over the ranks: no padding, no dropping.
+
+    Rank r gets positions ``r, r + world, r + 2 * world, ...`` of the (optionally shuffled) order, so ranks may
+    differ by one sample. That is safe for evaluation (no buffers are synced per batch), not for training, where
+    DDP expects every rank to run the same number of steps. It subclasses torch's ``DistributedSampler`` so that
+    Lightning recognises a distributed sampler and leaves it in place rather than wrapping it in its own.
+
+    ``num_replicas`` and ``rank`` default to the running process group (1 and 0 without one). With
+    ``shuffle=True`` the order is a permutation drawn from ``seed + epoch`` (``set_epoch``), the same on every rank.
+    """
+
+    def __init__(
+        self,
+        dataset: Sized,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> None:
+        num_replicas = world_size() if num_replicas is None else num_replicas
+        rank = (dist.get_rank() if is_distributed() else 0) if rank is None else rank
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.total_size = len(dataset)
+        self.num_samples = len(range(self.rank, self.total_size, self.num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            generator = torch.Generator()
+            generator.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.total_size, generator=generator).tolist()
+        else:
+            order = list(range(self.total_size))
+        return iter(order[self.rank : self.total_size : self.num_replicas])
+
+    def __len__(self) -> int:
+        return self.num_samples

@@ -26,12 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from pytorch_lightning import LightningDataModule
-from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, TensorDataset
 
+from pdrl import distributed
 from pdrl.data.images import CIFAR10DataModule, FashionMNISTDataModule, HalfImageDataModule, MNISTDataModule
 from pdrl.data.resumable import ResumableDataLoader
 from pdrl.errors import ConfigError
@@ -181,8 +180,7 @@ class WholeImageDataModule(LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         dataset = self.split(train=False)
-        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        sampler = UnrepeatedDistributedSampler(dataset, shuffle=False) if distributed else None
+        sampler = distributed.UnpaddedDistributedSampler(dataset) if distributed.is_distributed() else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 
 import torch
 from pytorch_lightning import LightningDataModule
-from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from pdrl import distributed
@@ -277,7 +276,7 @@ class WordVectorDataModule(LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         """The test trials; under DDP each rank gets its share, unpadded, so no trial is counted twice."""
         trials = MatchingTrials(self.audio[self.test_rows], self.text[self.test_rows], self.candidates)
-        sampler = UnrepeatedDistributedSampler(trials, shuffle=False) if distributed.is_distributed() else None
+        sampler = distributed.UnpaddedDistributedSampler(trials) if distributed.is_distributed() else None
         return DataLoader(
             trials, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=self.hparams.num_workers
         )

@@ -197,8 +197,8 @@ class DeepRepresentation(pl.LightningModule):
         n_groups = int(groups.max()) + 1
         sums = (raw if raw.dtype == torch.float64 else raw.float()).square().sum(dim=(0, 1))
         per_direction = torch.zeros(n_groups, dtype=sums.dtype, device=sums.device).index_add(0, groups, sums)
-        counts = torch.bincount(groups, minlength=n_groups) * raw.shape[0] * raw.shape[1] * distributed.world_size()
-        return 0.5 * (distributed.sum_over_ranks(per_direction) / counts).sum()
+        counts = torch.bincount(groups, minlength=n_groups) * raw.shape[0] * raw.shape[1]
+        return 0.5 * distributed.mean_over_ranks(per_direction, counts).sum()
 
     def location_losses(self, scores: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and MI readout of every location matrix of stacked ``(n, m, K)`` scores: two ``(K,)`` vectors."""
