@@ -63,6 +63,13 @@ def _gathered(n_cols: int, block: int) -> bool | None:
     return None
 
 
+def _block_offset_and_rows(n_rows: int, synced: bool) -> tuple[int, int]:
+    """This rank's first column in gathered columns (0 when local) and the number of rows on every rank."""
+    if not synced:
+        return 0, n_rows
+    return distributed.rank() * n_rows, distributed.world_size() * n_rows
+
+
 class Layout(abc.ABC):
     """Where the joint pairs of a score matrix sit; see the module docstring for the three layouts."""
 
@@ -94,10 +101,9 @@ class PairedLayout(Layout):
                 f"with columns gathered from every rank (world_size is {distributed.world_size()}). For SimCLR's "
                 "two views pass TwoViewLayout(), for a queue of past keys QueueLayout(queue_size)."
             )
-        offset = distributed.rank() * n_rows if synced else 0
-        world = distributed.world_size() if synced else 1
+        offset, global_rows = _block_offset_and_rows(n_rows, synced)
         columns = torch.arange(n_rows, device=device) + offset
-        return Placement(columns, None, n_cols - 1, synced, n_rows * world)
+        return Placement(columns, None, n_cols - 1, synced, global_rows)
 
     def __repr__(self) -> str:
         return "PairedLayout()"
@@ -127,13 +133,12 @@ class TwoViewLayout(Layout):
                 f"(world_size is {distributed.world_size()}); build them with critic.two_view(view_a, view_b)."
             )
         items = n_rows // 2
-        offset = distributed.rank() * n_rows if synced else 0
-        world = distributed.world_size() if synced else 1
+        offset, global_rows = _block_offset_and_rows(n_rows, synced)
         rows = torch.arange(n_rows, device=device)
         excluded = torch.zeros(n_rows, n_cols, dtype=torch.bool, device=device)
         excluded[rows, rows + offset] = True
         positive = (rows + items) % n_rows + offset
-        return Placement(positive, excluded, n_cols - 2, synced, n_rows * world)
+        return Placement(positive, excluded, n_cols - 2, synced, global_rows)
 
     def __repr__(self) -> str:
         return "TwoViewLayout()"
@@ -176,8 +181,7 @@ class QueueLayout(Layout):
                 f"expected (n, n + K) or (n, world_size * n + K) (world_size is {distributed.world_size()}). "
                 "Read the queue's length before enqueue (QueueLayout(len(queue)) or queue.layout())."
             )
-        offset = distributed.rank() * n_rows if synced else 0
-        world = distributed.world_size() if synced else 1
+        offset, global_rows = _block_offset_and_rows(n_rows, synced)
         positive = torch.arange(n_rows, device=device) + offset
         excluded = None
         n_negatives = n_cols - 1
@@ -186,7 +190,7 @@ class QueueLayout(Layout):
             excluded[:, :n_keys] = True
             excluded[torch.arange(n_rows, device=device), positive] = False
             n_negatives = self.queue_size
-        return Placement(positive, excluded, n_negatives, synced, n_rows * world)
+        return Placement(positive, excluded, n_negatives, synced, global_rows)
 
     def __repr__(self) -> str:
         return f"QueueLayout(queue_size={self.queue_size}, batch_negatives={self.batch_negatives})"
