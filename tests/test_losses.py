@@ -147,9 +147,10 @@ def test_mine_moving_average_is_a_buffer_that_updates_in_training() -> None:
     assert objective.log_ema == frozen
 
 
-def test_mice_blocked_partition_keeps_the_dv_readout_but_drops_its_gradient() -> None:
+@pytest.mark.parametrize("form", ["dv", "nwj"])
+def test_mice_blocked_partition_keeps_the_readout_but_drops_its_gradient(form: str) -> None:
     scores = torch.randn(6, 6, requires_grad=True)
-    full, blocked = MICELoss(), MICELoss(partition_gradient="blocked")
+    full, blocked = MICELoss(form=form), MICELoss(form=form, partition_gradient="blocked")
     assert full.mi(scores) == pytest.approx(blocked.mi(scores).item())
     (gradient,) = torch.autograd.grad(blocked(scores), scores)
     off_diagonal = ~torch.eye(6, dtype=torch.bool)

@@ -143,6 +143,13 @@ class DependencyLoss(nn.Module, abc.ABC):
     ``log_pd``; ``forward`` returns ``-objective``. ``scores_from_log_pd`` is the inverse map of
     ``log_pd``: it gives the critic output at which the loss is optimal when the true log-PD is known.
     Every method takes an optional ``layout`` (``PairedLayout()`` when None).
+
+    Example (any loss, here NWJ)::
+
+        criterion = NWJLoss()
+        loss = criterion(scores)                             # (n, n), positives on the diagonal
+        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
+        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
     """
 
     def forward(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:

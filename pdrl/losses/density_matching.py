@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from pdrl.errors import ConfigError
-from pdrl.losses.base import DependencyLoss, Layout, ScoreMatrix, exp_linear_above
+from pdrl.losses.base import DependencyLoss, Layout, ScoreMatrix
+from pdrl.losses.variational import nwj_value
 
 
 class DensityMatchingLagrangianLoss(DependencyLoss):
@@ -14,19 +15,17 @@ class DensityMatchingLagrangianLoss(DependencyLoss):
 
         J = E_P[f] - (E_Q[e^f] - 1)          readout E_P[f]          log-PD = f
 
-    This is the NWJ objective shifted by one; its optimum is f = log-PD. Only the training loss continues
-    ``e^x`` linearly above e^10 (``exp_linear_above``); the readout E_P[f] needs no exponential and is exact.
+    This is NWJ's ``1 + E_P[g] - E_Q[e^g]`` at g = f (``nwj_value`` with shift 0); its optimum is f = log-PD.
+    Only the training loss continues ``e^x`` linearly above e^10 (``exp_linear_above``); the readout E_P[f]
+    needs no exponential and is exact.
 
     Example::
 
-        criterion = DensityMatchingLagrangianLoss()
-        loss = criterion(scores)                             # (n, n), positives on the diagonal
-        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
-        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
+        criterion = DensityMatchingLagrangianLoss()  # used as every DependencyLoss: see its docstring
     """
 
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
-        return matrix.joint_mean(matrix.joint) - (exp_linear_above(matrix.marginal_logmeanexp(matrix.scores)) - 1.0)
+        return nwj_value(matrix, shift=0.0)
 
     def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
         return matrix.joint_mean(matrix.joint)
@@ -48,10 +47,7 @@ class DensityMatchingPenaltyLoss(DependencyLoss):
 
     Example::
 
-        criterion = DensityMatchingPenaltyLoss(eta=1.0)
-        loss = criterion(scores)                             # (n, n), positives on the diagonal
-        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
-        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
+        criterion = DensityMatchingPenaltyLoss(eta=1.0)  # used as every DependencyLoss: see its docstring
     """
 
     def __init__(self, eta: float = 1.0) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from pdrl.errors import ConfigError
-from pdrl.losses.base import DependencyLoss, Layout, ScoreMatrix, exp_linear_above
+from pdrl.losses.base import DependencyLoss, Layout, ScoreMatrix
+from pdrl.losses.variational import dv_value, nwj_value
 
 FORMS = ("dv", "nwj")
 PARTITION_GRADIENTS = ("full", "blocked")
@@ -36,10 +37,7 @@ class MICELoss(DependencyLoss):
 
     Example::
 
-        criterion = MICELoss()              # with a spectrally normalised critic
-        loss = criterion(scores)                             # (n, n), positives on the diagonal
-        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
-        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
+        criterion = MICELoss()  # with a spectrally normalised critic; used as every DependencyLoss
     """
 
     def __init__(self, form: str = "dv", partition_gradient: str = "full") -> None:
@@ -53,22 +51,15 @@ class MICELoss(DependencyLoss):
         self.form, self.partition_gradient = form, partition_gradient
 
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
-        shift = 1.0 if self.form == "nwj" else 0.0
-        log_partition = matrix.marginal_logmeanexp(matrix.scores - shift)
-        if self.partition_gradient == "blocked":
-            log_partition = log_partition.detach()
-        joint_term = matrix.joint_mean(matrix.joint - shift)
+        blocked = self.partition_gradient == "blocked"
         if self.form == "nwj":
-            return 1.0 + joint_term - exp_linear_above(log_partition)
-        return joint_term - log_partition
+            return nwj_value(matrix, block_partition_gradient=blocked)
+        log_partition = matrix.marginal_logmeanexp(matrix.scores)
+        return dv_value(matrix, log_partition.detach() if blocked else log_partition)
 
     def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
         """The objective's value, with the exact ``exp`` in the nwj form (the loss continues it linearly)."""
-        with torch.no_grad():
-            if self.form == "nwj":
-                partition = torch.exp(matrix.marginal_logmeanexp(matrix.scores - 1.0))
-                return 1.0 + matrix.joint_mean(matrix.joint - 1.0) - partition
-            return self.objective(matrix)
+        return nwj_value(matrix, exact=True) if self.form == "nwj" else dv_value(matrix)
 
     def log_pd(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         return scores - 1.0 if self.form == "nwj" else scores

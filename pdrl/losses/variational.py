@@ -17,15 +17,30 @@ def js_objective(matrix: ScoreMatrix) -> torch.Tensor:
 
 
 def nwj_value(
-    matrix: ScoreMatrix, scores_minus_one: torch.Tensor, joint_minus_one: torch.Tensor, exact: bool = False
+    matrix: ScoreMatrix, shift: float = 1.0, exact: bool = False, block_partition_gradient: bool = False
 ) -> torch.Tensor:
-    """``1 + E_P[g] - E_Q[e^g]`` for g given on the joint pairs and on the whole matrix.
+    """``1 + E_P[g] - E_Q[e^g]`` for ``g = f - shift`` (NWJ: shift 1; the JS readout and Density Matching I: 0).
 
     ``exact=False`` (the training loss) continues ``e^x`` linearly above e^10 (``exp_linear_above``);
     ``exact=True`` (the readouts) uses ``exp`` itself: -inf once ``E_Q[e^g]`` overflows (float64 above e^709).
+    ``block_partition_gradient`` detaches ``E_Q[e^g]`` (MICE's literal Algorithm 1).
     """
-    partition = matrix.marginal_logmeanexp(scores_minus_one)
-    return 1.0 + matrix.joint_mean(joint_minus_one) - (torch.exp(partition) if exact else exp_linear_above(partition))
+    partition = matrix.marginal_logmeanexp(matrix.scores - shift)
+    if block_partition_gradient:
+        partition = partition.detach()
+    expectation = torch.exp(partition) if exact else exp_linear_above(partition)
+    return 1.0 + matrix.joint_mean(matrix.joint - shift) - expectation
+
+
+def dv_value(matrix: ScoreMatrix, log_partition: torch.Tensor | None = None) -> torch.Tensor:
+    """Donsker-Varadhan ``E_P[f] - log E_Q[e^f]``.
+
+    ``log_partition`` stands in for ``log E_Q[e^f]`` where a loss forms it otherwise (SMILE's clipped scores,
+    MINE's moving-average surrogate, MICE's detached partition).
+    """
+    if log_partition is None:
+        log_partition = matrix.marginal_logmeanexp(matrix.scores)
+    return matrix.joint_mean(matrix.joint) - log_partition
 
 
 class NWJLoss(DependencyLoss):
@@ -39,17 +54,14 @@ class NWJLoss(DependencyLoss):
 
     Example::
 
-        criterion = NWJLoss()
-        loss = criterion(scores)                             # (n, n), positives on the diagonal
-        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
-        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
+        criterion = NWJLoss()  # used as every DependencyLoss: see its docstring
     """
 
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
-        return nwj_value(matrix, matrix.scores - 1.0, matrix.joint - 1.0)
+        return nwj_value(matrix)
 
     def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
-        return nwj_value(matrix, matrix.scores - 1.0, matrix.joint - 1.0, exact=True)
+        return nwj_value(matrix, exact=True)
 
     def log_pd(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         return scores - 1.0
@@ -66,17 +78,14 @@ class JSLoss(DependencyLoss):
 
     Example::
 
-        criterion = JSLoss()
-        loss = criterion(scores)                             # (n, n), positives on the diagonal
-        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
-        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
+        criterion = JSLoss()  # used as every DependencyLoss: see its docstring
     """
 
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
         return js_objective(matrix)
 
     def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
-        return nwj_value(matrix, matrix.scores, matrix.joint, exact=True)
+        return nwj_value(matrix, shift=0.0, exact=True)
 
 
 class DVLoss(DependencyLoss):
@@ -86,17 +95,14 @@ class DVLoss(DependencyLoss):
 
     Example::
 
-        criterion = DVLoss()
-        loss = criterion(scores)                             # (n, n), positives on the diagonal
-        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
-        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
+        criterion = DVLoss()  # used as every DependencyLoss: see its docstring
     """
 
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
-        return matrix.joint_mean(matrix.joint) - matrix.marginal_logmeanexp(matrix.scores)
+        return dv_value(matrix)
 
     def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
-        return self.objective(matrix)
+        return dv_value(matrix)
 
 
 class MINELoss(DVLoss):
@@ -105,7 +111,7 @@ class MINELoss(DVLoss):
     The gradient of ``log E_Q[e^f]`` is ``grad E_Q[e^f] / E_Q[e^f]``; MINE replaces the denominator with an
     exponential moving average over batches (``momentum`` is the weight of the past). In log space, with
     t = log E_Q[e^f] on this batch and the running ``log_ema``, the partition term contributes the value t
-    and the gradient ``exp(t - log_ema) * grad t``. The readout is DV. The average is a buffer, so it is
+    and the gradient ``exp(t - log_ema) * grad t``. The readout is DV (inherited). The average is a buffer, so it is
     saved in checkpoints and identical on every rank (t is a global quantity).
 
     Args:
@@ -113,10 +119,7 @@ class MINELoss(DVLoss):
 
     Example::
 
-        criterion = MINELoss(momentum=0.9)
-        loss = criterion(scores)                             # (n, n), positives on the diagonal
-        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
-        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
+        criterion = MINELoss(momentum=0.9)  # used as every DependencyLoss: see its docstring
     """
 
     log_ema: torch.Tensor
@@ -131,11 +134,10 @@ class MINELoss(DVLoss):
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
         log_partition = matrix.marginal_logmeanexp(matrix.scores)
         if not (self.training and torch.is_grad_enabled()):
-            return matrix.joint_mean(matrix.joint) - log_partition
+            return dv_value(matrix, log_partition)
         self._update_average(log_partition.detach())
         weight = exp_linear_above(log_partition - self.log_ema.to(log_partition))
-        surrogate = log_partition.detach() + weight - weight.detach()
-        return matrix.joint_mean(matrix.joint) - surrogate
+        return dv_value(matrix, log_partition.detach() + weight - weight.detach())
 
     @torch.no_grad()
     def _update_average(self, log_partition: torch.Tensor) -> None:
@@ -145,9 +147,6 @@ class MINELoss(DVLoss):
         else:
             past = math.log(self.momentum) + self.log_ema
             self.log_ema.copy_(torch.logaddexp(past, math.log1p(-self.momentum) + batch_value))
-
-    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
-        return matrix.joint_mean(matrix.joint) - matrix.marginal_logmeanexp(matrix.scores)
 
 
 class SMILELoss(DependencyLoss):
@@ -161,10 +160,7 @@ class SMILELoss(DependencyLoss):
 
     Example::
 
-        criterion = SMILELoss(tau=5.0)
-        loss = criterion(scores)                             # (n, n), positives on the diagonal
-        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
-        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
+        criterion = SMILELoss(tau=5.0)  # used as every DependencyLoss: see its docstring
     """
 
     def __init__(self, tau: float = 1.0) -> None:
@@ -177,8 +173,7 @@ class SMILELoss(DependencyLoss):
         return js_objective(matrix)
 
     def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
-        clipped = matrix.scores.clamp(-self.tau, self.tau)
-        return matrix.joint_mean(matrix.joint) - matrix.marginal_logmeanexp(clipped)
+        return dv_value(matrix, matrix.marginal_logmeanexp(matrix.scores.clamp(-self.tau, self.tau)))
 
 
 class VariationalBoundLoss(DependencyLoss):
@@ -188,10 +183,7 @@ class VariationalBoundLoss(DependencyLoss):
 
     Example::
 
-        criterion = VariationalBoundLoss()
-        loss = criterion(scores)                             # (n, n), positives on the diagonal
-        loss = criterion(scores, TwoViewLayout())            # SimCLR's 2N x 2N: critic.two_view(z_a, z_b)
-        mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
+        criterion = VariationalBoundLoss()  # used as every DependencyLoss: see its docstring
     """
 
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
