@@ -1,0 +1,66 @@
+"""The import rules of the README's Architecture section, read from the source: imports point one way."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pdrl"
+GROUND = {"distributed", "errors"}
+EVERYTHING = {
+    "distributed", "errors", "contracts", "metrics", "losses", "nets", "heads", "data", "tasks",
+    "checkpointing", "wandb_setup", "callbacks", "fit", "bench",
+}  # fmt: skip
+ALLOWED = {
+    "__init__": set(),
+    "distributed": set(),
+    "errors": set(),
+    "contracts": set(),
+    "metrics": set(),
+    "wandb_setup": set(),
+    "checkpointing": {"errors"},
+    "losses": GROUND,
+    "nets": GROUND,
+    "data": GROUND,
+    "heads": GROUND | {"losses", "nets"},
+    "tasks": GROUND | {"losses", "heads", "nets", "metrics", "data"},
+    "callbacks": GROUND | {"contracts", "metrics", "wandb_setup", "checkpointing", "tasks"},
+    "fit": EVERYTHING - {"fit", "bench"},
+    "bench": EVERYTHING - {"fit", "bench"},
+}
+
+
+def imported_layers(path: Path) -> set[str]:
+    """The top-level ``pdrl`` modules or folders that ``path`` imports (relative imports resolved)."""
+    module = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    layers = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(module[: len(module) - node.level]) if node.level else ""
+            target = ".".join(part for part in (base, node.module or "") if part)
+            names = [f"{target}.{alias.name}" for alias in node.names] if target == "pdrl" else [target]
+        else:
+            continue
+        layers.update(name.split(".")[1] for name in names if name.startswith("pdrl."))
+    return layers
+
+
+def layer_of(path: Path) -> str:
+    return path.relative_to(PACKAGE).with_suffix("").parts[0]
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda path: str(path.relative_to(PACKAGE)))
+def test_imports_point_one_way(path: Path) -> None:
+    layer = layer_of(path)
+    assert layer in ALLOWED, f"{layer} is not in the README's Architecture section: add it there and here"
+    wrong = imported_layers(path) - ALLOWED[layer] - {layer}
+    assert not wrong, f"pdrl/{path.relative_to(PACKAGE)} ({layer}) imports {sorted(wrong)}, against the README's rules"
+
+
+def test_the_checker_sees_module_and_package_imports() -> None:
+    assert "errors" in imported_layers(PACKAGE / "losses" / "variational.py")  # from pdrl.errors import ...
+    assert "distributed" in imported_layers(PACKAGE / "data" / "word_vectors.py")  # from pdrl import distributed
