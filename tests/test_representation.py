@@ -95,6 +95,7 @@ def test_shallow_configs_run_one_step_on_tiny_fake_data(tmp_path, fake_data, con
         "--data.batch_size", "4",
         "--model.encoder_a.init_args.num_couplings", "2",  # the config's 30 couplings are slow to save, not to run
         "--model.encoder_b.init_args.num_couplings", "2",
+        "--model.fast", "false",  # compiling costs ~1 min; the fast path has its own test below
         "--trainer.max_steps", "1",
         "--trainer.callbacks.init_args.max_iter", "5",
         "--trainer.callbacks.init_args.raw_pixel_baseline", "false",
