@@ -103,8 +103,36 @@ def help_description() -> str:
     )
 
 
+KNOWN_SUBCLASSES = ", known subclasses: "
+ANY_MODULE = "; or any torch.nn.Module by class_path, e.g. torch.nn.Identity or torchvision.models.ResNet"
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
-    """jsonargparse's help, with the description's lines kept as written (one line per list)."""
+    """jsonargparse's help, with the description's lines kept as written (one line per list).
+
+    An ``nn.Module`` argument (an encoder, a critic) lists pdrl's networks and heads only, then says that any torch
+    module is accepted: jsonargparse lists every installed module (torch.nn, torch.ao, torchvision, ...) for each
+    such argument, 2000 lines for ``--model.help``. Only the help text changes, not what a config may name.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = super()._get_help_string(action)
+        start = text.find(KNOWN_SUBCLASSES)
+        if start < 0 or not text.endswith(")"):
+            return text
+        paths = text[start + len(KNOWN_SUBCLASSES) : -1].split(", ")
+        if "torch.nn.Module" not in paths:
+            return text  # not a module argument (callbacks, loggers, ...): the list is short and useful as it is
+        ours = [path for path in paths if path.startswith(("pdrl.nets.", "pdrl.heads."))]
+        listed = KNOWN_SUBCLASSES + ", ".join(ours) if ours else ""
+        return text[:start] + listed + ANY_MODULE + ")"
+
+
+class PdrlArgumentParser(LightningArgumentParser):
+    """Lightning's parser with pdrl's help formatter, also in the parsers that ``--model.help CLASS`` creates."""
+
+    def __init__(self, *args: Any, formatter_class: type = HelpFormatter, **kwargs: Any) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
 
 def _section(config, key: str):
@@ -259,8 +287,8 @@ def main(args: list[str] | None = None) -> PdrlCLI:
             "exit_on_error": False,
             "usage": USAGE,
             "description": help_description(),
-            "formatter_class": HelpFormatter,
         },
+        parser_class=PdrlArgumentParser,
         run=False,
         args=args,
     )

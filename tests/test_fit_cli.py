@@ -54,3 +54,26 @@ def test_unknown_objective_fails_while_parsing_also_with_print_config(
     message = captured.err.strip().splitlines()[-1]  # after Lightning's warning about pytest's own argv
     choices = ", ".join(OBJECTIVES)
     assert message.startswith(f"pdrl: error: model.objective: 'foo' is not one of the choices: {choices}.")
+
+
+def test_model_help_lists_pdrl_modules_and_still_takes_any_torch_module(capsys: pytest.CaptureFixture) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pdrl.fit", "--model.help", "RepresentationLearning"],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = " ".join(result.stdout.split())  # the help wraps lines
+    for argument in ("encoder_a", "encoder_b", "critic"):
+        described = text.split(f"--model.{argument} {argument.upper()}")[-1].split("--model.")[0]  # not the usage
+        assert "pdrl.nets.RealNVP" in described and "pdrl.heads.BilinearCritic" in described
+        assert "or any torch.nn.Module by class_path" in described
+        assert "torch.nn.Conv2d" not in described and "pdrl.losses" not in described
+    # what a config may name is unchanged: a torch module as the encoder still parses
+    config = ["--config", "quickstart_digits.yaml", "--model.encoder_b", "torch.nn.Identity", "--print_config"]
+    with pytest.raises(SystemExit) as printed:
+        main(config)
+    assert printed.value.code == 0
+    assert "class_path: torch.nn.Identity" in capsys.readouterr().out

@@ -55,6 +55,20 @@ def test_task_rejects_unknown_objective():
         RepresentationLearning(torch.nn.Identity(), torch.nn.Identity(), SeparableCritic(), objective="cpcc")
 
 
+def test_float64_model_computes_the_loss_in_float64():
+    """``--trainer.precision 64-true`` (used for the exact 1-vs-2-rank check) stays float64 up to the loss."""
+    from pdrl.heads import BilinearCritic
+
+    encoders = [RealNVP(dim=4, num_couplings=2, hidden_dims=(8,), init_std=0.1, seed=seed) for seed in (0, 1)]
+    model = RepresentationLearning(*encoders, BilinearCritic(4, 4), objective="cpc", fast=False).double()
+    views = torch.randn(2, 6, 4, dtype=torch.float64).unbind(0)
+    assert model.embed(views[0]).dtype == torch.float64
+    loss = model.training_step(views, 0)
+    assert loss.dtype == torch.float64
+    loss.backward()
+    assert all(parameter.grad.dtype == torch.float64 for parameter in model.parameters())
+
+
 def test_quickstart_digits_runs_with_wandb_disabled_and_prints_the_probe(tmp_path, capsys):
     cli = main([
         "--config", str(CONFIGS / "quickstart_digits.yaml"),

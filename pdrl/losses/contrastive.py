@@ -25,6 +25,11 @@ class CPCLoss(DependencyLoss):
     so that the value is exactly SimCLR's NT-Xent on ``TwoViewLayout()`` (with a ``CosineCritic``) and MoCo's
     loss on ``QueueLayout(K, batch_negatives=False)``; the gradient is the same either way, and so is ``mi``.
 
+    CPC is unchanged when a constant is added to a row of scores, so with a bilinear critic a shift of G's output
+    (e.g. the bias of its last layer) gets a zero gradient. In float32 that gradient is rounding noise (~1e-7),
+    which Adam (eps 1e-8) turns into steps of about lr in a direction the loss never sees: harmless, but two runs
+    that sum in another order (1 vs k ranks) differ there; compare them in float64 (``tests/test_fit_distributed.py``).
+
     Args:
         cross_entropy: return the plain cross-entropy (NT-Xent / MoCo value) instead of ``-I_CPC``.
 

@@ -21,6 +21,11 @@ def bf16_is_fast(device: torch.device) -> bool:
     return False
 
 
+def at_least_float32(features: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 features as float32 for the critic and the loss; float64 (``precision: 64-true``) stays float64."""
+    return features if features.dtype == torch.float64 else features.float()
+
+
 class RepresentationLearning(LightningModule):
     """Learn F and G so that the critic tells joint view pairs from marginal ones (PD paper Sec. 5.2)::
 
@@ -34,8 +39,9 @@ class RepresentationLearning(LightningModule):
     The fast path (``fast: true``, one key): the encoders run under bf16 autocast where the device multiplies
     bf16 natively (CUDA, or a CPU with AVX512-BF16/AMX; otherwise float32), their forward is compiled with
     ``torch.compile``, and Adam is the fused kernel. Weights, optimizer state, the critic's scores and the loss stay
-    float32. ``bench/shallow_speed.py`` measures it and ``bench/results/shallow_parity.md`` shows it learns what the
-    float32 path learns. ``--model.fast false`` is plain float32 eager PyTorch.
+    float32 (float64 under ``--trainer.precision 64-true``). ``bench/shallow_speed.py`` measures it and
+    ``bench/results/shallow_parity.md`` shows it learns what the float32 path learns. ``--model.fast false`` is
+    plain float32 eager PyTorch.
 
     Args:
         encoder_a: F, applied to the first view (e.g. ``pdrl.nets.realnvp.RealNVP``).
@@ -74,12 +80,12 @@ class RepresentationLearning(LightningModule):
 
     def _encode(self, view_a: torch.Tensor, view_b: torch.Tensor | None, device_type: str, bf16: bool):
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-            features_a = self.encoder_a(view_a).float()
-            features_b = None if view_b is None else self.encoder_b(view_b).float()
+            features_a = at_least_float32(self.encoder_a(view_a))
+            features_b = None if view_b is None else at_least_float32(self.encoder_b(view_b))
         return features_a, features_b
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The representation F(x) that the linear probe evaluates (float32, computed in the training precision)."""
+        """The representation F(x) that the linear probe evaluates (float32, float64 under ``precision: 64-true``)."""
         return self._encode(x, None, self.device.type, self._use_bf16())[0]
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
