@@ -57,8 +57,6 @@ class GAN(LightningModule):
         lr: Adam learning rate of every network.
         betas: Adam betas.
         eval_seed: seeds the noise and codes of the evaluation samples.
-        gather_distributed: under DDP, the MI critic scores against the codes of the whole global batch (one meaning
-            per config on 1 process and on k).
     """
 
     def __init__(
@@ -76,7 +74,6 @@ class GAN(LightningModule):
         lr: float = 1e-3,
         betas: Sequence[float] = (0.5, 0.999),
         eval_seed: int = 0,
-        gather_distributed: bool = True,
     ) -> None:
         super().__init__()
         if code not in CODES:
@@ -95,7 +92,7 @@ class GAN(LightningModule):
         if self.mi_estimator is not None:
             self.sample_encoder = MLP(2, list(critic_hidden_dims), critic_dim, spectral_norm="last")
             self.code_encoder = MLP(code_dim, list(critic_hidden_dims), critic_dim, spectral_norm="last")
-            self.critic = SeparableCritic(gather_distributed=gather_distributed)
+            self.critic = SeparableCritic()
 
     @property
     def objective_name(self) -> str:

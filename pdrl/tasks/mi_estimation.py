@@ -45,8 +45,6 @@ class MIEstimation(LightningModule):
         embed_dim: embedding size of the separable critic.
         spectral_norm: ``"none"``, ``"last"`` or ``"all"`` layers spectrally normalised.
         lr: Adam learning rate (PD code 1e-3 at batch 128; SMILE code 5e-4 at batch 64).
-        gather_distributed: under DDP, score every rank's rows against the whole global batch, so that a config
-            means the same objective on 1 process and on k.
     """
 
     def __init__(
@@ -59,7 +57,6 @@ class MIEstimation(LightningModule):
         embed_dim: int = 32,
         spectral_norm: str = "none",
         lr: float = 5e-4,
-        gather_distributed: bool = True,
     ) -> None:
         super().__init__()
         if critic not in CRITICS:
@@ -72,12 +69,10 @@ class MIEstimation(LightningModule):
         if critic == "separable":
             self.encoder_x: nn.Module = MLP(dim, hidden_dims, embed_dim, spectral_norm=spectral_norm)
             self.encoder_y: nn.Module = MLP(dim, hidden_dims, embed_dim, spectral_norm=spectral_norm)
-            self.head: nn.Module = SeparableCritic(gather_distributed=gather_distributed)
+            self.head: nn.Module = SeparableCritic()
         else:
             self.encoder_x, self.encoder_y = nn.Identity(), nn.Identity()
-            self.head = ConcatCritic(
-                dim, dim, hidden_dims, spectral_norm=spectral_norm, gather_distributed=gather_distributed
-            )
+            self.head = ConcatCritic(dim, dim, hidden_dims, spectral_norm=spectral_norm)
         self.lr = lr
 
     @property
