@@ -94,3 +94,17 @@ def test_image_folder(tmp_path):
     assert datamodule.probe_dataset("test").tensors[1].tolist() == [0, 0, 1, 1]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ImageFolderDataModule(root=str(tmp_path / "nowhere")).setup()
+
+
+def test_batch_size_is_the_global_batch_split_over_the_processes(monkeypatch):
+    """A config states the global batch, so it means the same objective on 1 process and on k."""
+    from pdrl import distributed
+    from pdrl.errors import ConfigError
+
+    datamodule = DigitsDataModule(batch_size=128)
+    assert datamodule.train_dataloader().batch_size == 128
+    monkeypatch.setattr(distributed, "world_size", lambda: 4)
+    assert datamodule.train_dataloader().batch_size == 32
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    with pytest.raises(ConfigError, match=r"batch_size=128 is the global batch .* 3 processes: use 126 or 129"):
+        datamodule.train_dataloader()

@@ -24,7 +24,7 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from pdrl.data.data_files import check_idx_dataset, missing_data_error
-from pdrl.data.resumable import ResumableDataLoader
+from pdrl.data.resumable import ResumableDataLoader, per_device_batch_size
 from pdrl.errors import ConfigError, DataFileError, MissingDataError
 
 PROBE_SPLITS = ("train", "test")
@@ -45,7 +45,7 @@ class HalfImageDataModule(LightningDataModule, abc.ABC):
     """Top-half / bottom-half views of an image dataset, plus the labelled splits for the linear probe.
 
     Args:
-        batch_size: pairs per training batch (the paper: 128).
+        batch_size: pairs per global training batch, split evenly over the devices (the paper: 128).
         num_workers: DataLoader workers (the views live in memory; 0 is usually fastest).
     """
 
@@ -89,7 +89,7 @@ class HalfImageDataModule(LightningDataModule, abc.ABC):
             raise ConfigError(f"The train split has {len(top)} images, fewer than batch_size={self.batch_size}.")
         return ResumableDataLoader(  # shuffled; a run resumed mid-epoch sees the same batches
             TensorDataset(top, bottom),
-            batch_size=self.batch_size,
+            batch_size=per_device_batch_size(self.batch_size),
             drop_last=True,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -16,6 +16,25 @@ import torch
 from pytorch_lightning import Trainer
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from pdrl import distributed
+from pdrl.errors import ConfigError
+
+
+def per_device_batch_size(batch_size: int) -> int:
+    """The share of the *global* ``batch_size`` that each of the running processes trains on.
+
+    Every shipped config states the global batch, so it means the same objective (the same negatives, gathered by
+    the critic) on 1 process and on k: on 4 devices ``batch_size: 480`` trains 120 pairs per device.
+    """
+    world = distributed.world_size()
+    if batch_size % world:
+        lower, upper = batch_size // world * world, (batch_size // world + 1) * world
+        raise ConfigError(
+            f"batch_size={batch_size} is the global batch and must split evenly over the {world} processes: "
+            f"use {lower or upper} or {upper}."
+        )
+    return batch_size // world
+
 
 def batches_trained(trainer: Trainer | None) -> int:
     """Training batches the run has trained on so far, all epochs together (0 without a trainer).

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pdrl import distributed
 from pdrl.data.images import CIFAR10DataModule, FashionMNISTDataModule, HalfImageDataModule, MNISTDataModule
-from pdrl.data.resumable import ResumableDataLoader
+from pdrl.data.resumable import ResumableDataLoader, per_device_batch_size
 from pdrl.errors import ConfigError
 
 DATASETS: dict[str, type[HalfImageDataModule]] = {
@@ -91,7 +91,7 @@ class WholeImageDataModule(LightningDataModule):
         dataset: ``"cifar10"``, ``"mnist"``, ``"fashion_mnist"`` or ``"folder"`` (see the module docstring).
         root: folder holding the dataset (torchvision's layout), or the image folder with ``train`` and ``test``.
         download: download the files when they are missing (not for ``folder``).
-        batch_size: images per batch on each device (4 devices x 120 = the paper's 480).
+        batch_size: the global batch, split evenly over the devices (the paper: 480, e.g. 4 devices x 120).
         num_workers: DataLoader workers (the images live in memory; 0 is usually fastest).
         probe_train_size: images of the train split that ``probe_dataset("train")`` gives the linear probe (a
             seeded random subset, to keep the probe's fit short on a CPU); None for all of them.
@@ -172,7 +172,7 @@ class WholeImageDataModule(LightningDataModule):
             raise ConfigError(f"The train split has {len(dataset)} images, fewer than batch_size={self.batch_size}.")
         return ResumableDataLoader(  # shuffled; a run resumed mid-epoch sees the same batches
             dataset,
-            batch_size=self.batch_size,
+            batch_size=per_device_batch_size(self.batch_size),
             drop_last=True,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

@@ -22,7 +22,7 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from pdrl import distributed
-from pdrl.data.resumable import ResumableDataLoader
+from pdrl.data.resumable import ResumableDataLoader, per_device_batch_size
 from pdrl.errors import ConfigError, DataFileError
 
 
@@ -270,7 +270,10 @@ class WordVectorDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         pairs = TensorDataset(self.audio[self.train_rows], self.text[self.train_rows])
         return ResumableDataLoader(  # shuffled; a run resumed mid-epoch sees the same batches
-            pairs, batch_size=self.hparams.batch_size, drop_last=True, num_workers=self.hparams.num_workers
+            pairs,
+            batch_size=per_device_batch_size(self.hparams.batch_size),
+            drop_last=True,
+            num_workers=self.hparams.num_workers,
         )
 
     def val_dataloader(self) -> DataLoader:

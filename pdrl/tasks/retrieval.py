@@ -96,9 +96,10 @@ class CrossModalRetrieval(LightningModule):
             raise ConfigError(
                 "CrossModalRetrieval needs a datamodule with a `batch_size` hparam: use WordVectorDataModule."
             )
-        world = self.trainer.world_size if self.hparams.gather_distributed else 1
+        # batch_size is the global batch: gathered, each row is scored against all of it; else against its share
+        world = 1 if self.hparams.gather_distributed else self.trainer.world_size
         if int(self.training_columns) == 0:
-            self.training_columns.fill_(batch_size * world)
+            self.training_columns.fill_(batch_size // world)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         audio, text = batch
