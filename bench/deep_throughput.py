@@ -162,14 +162,15 @@ def comparison_table(args: argparse.Namespace, seconds: dict[str, list[float]], 
             "",
             f"**Speed-up of the median step: {speedup:.2f}x.**",
             "",
-            "Command:",
-            "",
-            "```",
-            "PYTHONPATH=$PWD python bench/deep_throughput.py " + command_line(args),
-            "```",
+            *command_block(args),
             "",
         ]
     )
+
+
+def command_block(args: argparse.Namespace) -> list[str]:
+    """The Markdown lines that give the command reproducing a report."""
+    return ["Command:", "", "```", "PYTHONPATH=$PWD python bench/deep_throughput.py " + command_line(args), "```"]
 
 
 def measure(args: argparse.Namespace) -> dict[str, float]:
@@ -261,11 +262,7 @@ def main() -> None:
         "Model FLOPs utilisation of a measured run: `MFU = images/s * GFLOP per image / peak GFLOP/s of the device`"
         " (e.g. an H100 SXM's dense bf16 peak is 989 TFLOP/s).",
         "",
-        "Command:",
-        "",
-        "```",
-        "PYTHONPATH=$PWD python bench/deep_throughput.py " + command_line(args),
-        "```",
+        *command_block(args),
     ]
     if args.breakdown:
         parts = breakdown(args)

@@ -83,7 +83,8 @@ def parity(args: argparse.Namespace) -> None:
         "# Shallow MNIST: the fast path learns what the float32 path learns",
         "",
         f"Machine: {machine()}. Setting: `configs/shallow_mnist.yaml`, PCC, 1000 steps, probe (saga, the paper's "
-        "protocol) at step 0 and 1000 (2000 did not fit this session). `fast: true` is bf16 autocast + torch.compile + fused Adam; `fast: false` is "
+        "protocol) at step 0 and 1000 (2000 did not fit this session). `fast: true` is bf16 autocast + "
+        "torch.compile + fused Adam; `fast: false` is "
         "float32 eager with the same Adam. Each seed sets the initial weights and the batch order of both paths.",
         "",
         "| path | seeds | step 0 (untrained) | last step | wall time per run (min) | load avg (before/after) |",
