@@ -7,7 +7,12 @@ One process, interleaved rounds, so machine noise hits every variant alike. Vari
 - ``pdrl_fit``: ``configs/shallow_mnist.yaml`` through ``pdrl.fit`` (Lightning Trainer, the config's default fast
   path), with the logger, checkpoints and probe switched off so that only training steps are timed;
 
-then one linear-probe evaluation of ``pdrl_fit``'s encoder on all 70000 MNIST images (embedding and fit timed
+then the floor that this CPU sets (``step_floor``): the step's own matrix products alone (forward, input and weight
+gradients of every coupling layer and the critic), timed one shape at a time as bf16 and as float32 ``torch.mm``
+on random data, plus one fused Adam step over the same number of parameters (memory-bound). The ratio
+bare / floor is the largest speed-up that any bf16 path could show against the float32 loop on this machine.
+
+Then one linear-probe evaluation of ``pdrl_fit``'s encoder on all 70000 MNIST images (embedding and fit timed
 apart). Each thread count in ``--threads`` gets its own rounds. Writes a Markdown table with the machine, the load
 average before and after, and the command.
 
@@ -50,6 +55,48 @@ def bare_fp32_loop(batches: list[tuple[torch.Tensor, torch.Tensor]]):
             optimizer.step()
 
     return run
+
+
+def step_shapes(batch: int = 128, dim: int = 392, hidden: int = 512, couplings: int = 60) -> list[tuple]:
+    """(m, k, n, count): every matrix product of one training step of the shallow task (two 30-coupling flows)."""
+    half = dim // 2
+    layers = [(half, hidden), (hidden, hidden), (hidden, half)]
+    shapes = []
+    for width_in, width_out in layers:
+        shapes.append((batch, width_in, width_out, couplings))  # forward
+        shapes.append((batch, width_out, width_in, couplings))  # gradient of the input
+        shapes.append((width_out, batch, width_in, couplings))  # gradient of the weight
+    shapes += [(batch, dim, dim, 3), (batch, dim, batch, 3)]  # the bilinear critic: a W, its score, and gradients
+    return shapes
+
+
+def step_floor(threads: int, repeats: int = 20) -> dict[str, float]:
+    """ms of the step's matrix products alone in bf16 and float32 (``step_shapes``), and of one fused Adam step."""
+    torch.set_num_threads(threads)
+    floor = {}
+    for name, dtype in (("gemm_bf16", torch.bfloat16), ("gemm_fp32", torch.float32)):
+        total = 0.0
+        for m, k, n, count in step_shapes():
+            a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+            for _ in range(3):
+                a @ b
+            begin = time.perf_counter()
+            for _ in range(repeats):
+                a @ b
+            total += (time.perf_counter() - begin) / repeats * count
+        floor[name] = total * 1000
+    flops = sum(2 * m * k * n * count for m, k, n, count in step_shapes())
+    floor["gflop_per_step"] = flops / 1e9
+    params = [torch.zeros(28_000_000, requires_grad=True)]
+    params[0].grad = torch.randn_like(params[0])
+    adam = torch.optim.Adam(params, lr=1e-4, fused=True)
+    for _ in range(2):
+        adam.step()
+    begin = time.perf_counter()
+    for _ in range(5):
+        adam.step()
+    floor["adam_fused"] = (time.perf_counter() - begin) / 5 * 1000
+    return floor
 
 
 def pdrl_fit_runner(root: str):
@@ -124,8 +171,10 @@ def main() -> None:
                 variants[name](args.steps)
                 times[name].append((time.perf_counter() - begin) / args.steps * 1000)
         medians = {name: statistics.median(values) for name, values in times.items()}
+        floor = step_floor(threads)
+        torch.set_num_threads(threads)
         probe = time_probe(cli)
-        row = {"threads": threads, **medians, **probe, "load": os.getloadavg()[0], "rounds": times}
+        row = {"threads": threads, **medians, **floor, **probe, "load": os.getloadavg()[0], "rounds": times}
         print(row, flush=True)
         rows.append(row)
     write_report(args, rows, load_before)
@@ -153,6 +202,24 @@ def write_report(args, rows: list[dict], load_before) -> None:
             f"| {row['threads']} | {row['bare_fp32']:.1f} | {row['pdrl_fit']:.1f} | "
             f"{row['bare_fp32'] / row['pdrl_fit']:.2f}x | {row['probe_seconds']:.1f} | {row['raw_fit_seconds']:.1f} | "
             f"{row['load']:.2f} |"
+        )
+    lines += [
+        "",
+        "The floor on this CPU (`step_floor`): the step's "
+        f"{rows[0]['gflop_per_step']:.1f} GFLOP of matrix products timed alone, shape by shape, and one fused Adam "
+        "step over 28M parameters. `bare / floor` is the largest speed-up over the float32 loop that a bf16 step "
+        "could reach here; `% of floor` is how close pdrl's step comes to it.",
+        "",
+        "| threads | bf16 GEMMs (ms) | bf16 GFLOP/s | fp32 GEMMs (ms) | fused Adam (ms) | floor: GEMMs + Adam (ms) "
+        "| bare / floor | pdrl: % of floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        floor = row["gemm_bf16"] + row["adam_fused"]
+        lines.append(
+            f"| {row['threads']} | {row['gemm_bf16']:.1f} | {row['gflop_per_step'] / row['gemm_bf16'] * 1000:.0f} | "
+            f"{row['gemm_fp32']:.1f} | {row['adam_fused']:.1f} | {floor:.1f} | {row['bare_fp32'] / floor:.2f}x | "
+            f"{floor / row['pdrl_fit']:.0%} |"
         )
     lines += ["", "Every round (ms/step):", ""]
     for row in rows:
