@@ -121,31 +121,76 @@ def make_step(args: argparse.Namespace, batched_loss: bool = True, cpc_negatives
     return step
 
 
-def compare_loss_calls(args: argparse.Namespace) -> dict[str, list[float]]:
-    """Seconds per step of the batched and the per-location loss, alternating one step of each."""
-    # CPC per location, so that both evaluate the same loss whatever the objective
-    steps = {
-        "one call": make_step(args, batched_loss=True, cpc_negatives="per_location"),
-        "198 calls": make_step(args, batched_loss=False, cpc_negatives="per_location"),
-    }
-    seconds: dict[str, list[float]] = {name: [] for name in steps}
+def make_loss_stage(args: argparse.Namespace, batched_loss: bool):
+    """A function running the loss stage alone: fixed raw scores -> 198 location losses + penalty -> score gradients.
+
+    The scores come from one forward pass of the critic on fixed synthetic images; they are leaves, so the timed
+    work is exactly what the two ways of evaluating the location losses differ in (forward and backward).
+    """
+    torch.manual_seed(0)
+    task = DeepRepresentation(
+        objective=args.objective,
+        cpc_negatives="per_location",
+        batched_loss=batched_loss,
+        ndf=args.ndf,
+        n_rkhs=args.n_rkhs,
+        depth=args.depth,
+    ).to(args.device)
+    images = torch.randint(0, 256, (args.batch, 3, 32, 32), dtype=torch.uint8, device=args.device)
+    with torch.no_grad():
+        features = task.encoder(torch.cat(task.augmentation(images)))
+        first, second = (type(features)(*halves) for halves in zip(*(f.chunk(2) for f in features), strict=True))
+        pairings = task.raw_score_pairings(first, second)
+    leaves = {name: [raw.clone().requires_grad_() for raw in pair] for name, pair in pairings.items()}
+
+    def stage(index: int) -> None:
+        terms = task.dependency_loss(leaves)
+        (terms["loss"] + task.hparams.score_penalty * terms["penalty"]).backward()
+        for pair in leaves.values():
+            for raw in pair:
+                raw.grad = None
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+
+    return stage
+
+
+def interleaved_seconds(args: argparse.Namespace, runs: dict) -> dict[str, list[float]]:
+    """Seconds of each call of each function in ``runs``, alternating their order every index."""
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
     for index in range(args.warmup + args.steps):
-        for name, step in steps.items() if index % 2 == 0 else reversed(steps.items()):
+        for name, run in runs.items() if index % 2 == 0 else reversed(runs.items()):
             start = time.perf_counter()
-            step(index)
+            run(index)
             if index >= args.warmup:
                 seconds[name].append(time.perf_counter() - start)
     return seconds
 
 
+def compare_loss_calls(args: argparse.Namespace) -> dict[str, list[float]]:
+    """Seconds of the batched and the per-location loss: the loss stage alone, then whole steps, interleaved."""
+    # CPC per location, so that both evaluate the same loss whatever the objective
+    stages = {
+        "loss stage, one call": make_loss_stage(args, batched_loss=True),
+        "loss stage, 198 calls": make_loss_stage(args, batched_loss=False),
+    }
+    steps = {
+        "whole step, one call": make_step(args, batched_loss=True, cpc_negatives="per_location"),
+        "whole step, 198 calls": make_step(args, batched_loss=False, cpc_negatives="per_location"),
+    }
+    return interleaved_seconds(args, stages) | interleaved_seconds(args, steps)
+
+
 def comparison_table(args: argparse.Namespace, seconds: dict[str, list[float]], load: float) -> str:
-    rows = []
-    for name, values in seconds.items():
-        rows.append(
-            f"| {name} | {args.batch * len(values) / sum(values):.1f} | {args.batch / statistics.median(values):.1f} |"
-            f" {1000 * statistics.median(values):.0f} |"
-        )
-    speedup = statistics.median(seconds["198 calls"]) / statistics.median(seconds["one call"])
+    rows = [
+        f"| {name} | {args.batch * len(values) / sum(values):.1f} | {args.batch / statistics.median(values):.1f} |"
+        f" {1000 * statistics.median(values):.1f} |"
+        for name, values in seconds.items()
+    ]
+
+    def speedup(part: str) -> float:
+        return statistics.median(seconds[f"{part}, 198 calls"]) / statistics.median(seconds[f"{part}, one call"])
+
     return "\n".join(
         [
             "# Deep task: one batched loss call against 198 per-location calls",
@@ -153,14 +198,18 @@ def comparison_table(args: argparse.Namespace, seconds: dict[str, list[float]], 
             f"- machine: {os.cpu_count()}-core {platform.machine()}, device `{args.device}`, {args.threads} torch"
             f" threads, torch {torch.__version__}; 1-minute load average {load:.1f} at the start",
             f"- width: ndf {args.ndf}, n_rkhs {args.n_rkhs}, depth {args.depth}; batch {args.batch};"
-            f" objective {args.objective}; precision {args.precision}; {args.steps} timed steps of each after"
-            f" {args.warmup} warm-up steps, the two alternating in one process",
+            f" objective {args.objective}; precision {args.precision}; {args.steps} timed calls of each after"
+            f" {args.warmup} warm-up calls, the two ways alternating in one process",
+            "- loss stage: the fixed raw scores of one batch (leaves) -> the 198 location losses and the score"
+            " penalty -> their gradients, i.e. the work the two ways differ in; whole step: augmentation, encoder,"
+            " critic, losses, backward and Adam",
             "",
-            "| loss evaluation | images/s (all steps) | images/s (median step) | median step (ms) |",
+            "| what is timed | images/s (all calls) | images/s (median call) | median call (ms) |",
             "|---|---|---|---|",
             *rows,
             "",
-            f"**Speed-up of the median step: {speedup:.2f}x.**",
+            f"**Speed-up of the loss stage: {speedup('loss stage'):.2f}x; of the whole step:"
+            f" {speedup('whole step'):.2f}x** (median calls).",
             "",
             *command_block(args),
             "",
