@@ -2,7 +2,8 @@
 
 ``run`` trains ``configs/shallow_mnist.yaml`` (two 30-coupling RealNVPs, bilinear critic, Adam 1e-4, batch 128)
 for one objective and seed, with the linear probe (the paper's saga protocol) at step 0 (the untrained encoder) and
-every ``--probe-every`` steps, and writes the probe history and wall time to ``<out>/<tag>.json``. ``--max-steps``
+every ``--probe-every`` steps, and writes the probe history and wall time to ``<out>/<tag>.json`` (by default
+bench/results/shallow_runs/, committed, so the tables below can always be rebuilt from their data). ``--max-steps``
 ends the run at a step; ``--minutes`` at a wall-time budget, whichever comes first.
 
 ``parity`` tabulates the probe accuracy of the fast path against the float32 path (mean ± std over seeds);
@@ -10,9 +11,10 @@ ends the run at a step; ``--minutes`` at a wall-time budget, whichever comes fir
 
     python bench/shallow_mnist.py run --objective pcc --seed 0 --fast false --max-steps 2000 --probe-every 2000 \\
         --tag parity_fp32_seed0 --root ../shared/data
-    python bench/shallow_mnist.py parity --out runs/bench_shallow
-    python bench/shallow_mnist.py run --objective cpc --max-steps 21000 --probe-every 1000 --tag protocol_cpc
-    python bench/shallow_mnist.py protocol --out runs/bench_shallow
+    python bench/shallow_mnist.py parity
+    python bench/shallow_mnist.py run --objective cpc --max-steps 21000 --probe-every 1000 --minutes 85 \\
+        --tag protocol_cpc
+    python bench/shallow_mnist.py protocol
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 
 RESULTS = Path(__file__).parent / "results"
 CONFIG = Path(__file__).parents[1] / "configs" / "shallow_mnist.yaml"
+PAPER_STEPS = 21000
 
 
 def run(args: argparse.Namespace) -> None:
@@ -149,6 +152,15 @@ def protocol(args: argparse.Namespace) -> None:
     figure.savefig(RESULTS / "shallow_mnist.png", dpi=120)
     lines += ["", f"Raw top-half pixels: {raw:.4f}. Curve: `shallow_mnist.png`. Commands:", ""]
     lines += [f"- `{entry['command']}`" for entry in runs]
+    lines += ["", "How each run ended:", ""]
+    for entry in runs:
+        ended = (
+            f"stopped at its wall-time budget at step {entry['steps']} of {PAPER_STEPS}"
+            if entry["steps"] < PAPER_STEPS
+            else f"ran all {PAPER_STEPS} steps"
+        )
+        note = f"; {entry['provenance']}" if "provenance" in entry else ""
+        lines.append(f"- {entry['objective'].upper()}: {ended}{note}.")
     (RESULTS / "shallow_mnist.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -163,7 +175,7 @@ if __name__ == "__main__":
     parser.add_argument("--minutes", type=float, default=59.0, help="wall-time budget of the training")
     parser.add_argument("--probe-every", type=int, default=1000)
     parser.add_argument("--root", default="../shared/data", help="folder holding MNIST/raw")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench_shallow"))
+    parser.add_argument("--out", type=Path, default=RESULTS / "shallow_runs", help="folder of the runs' JSON files")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tag", default=None)
     arguments = parser.parse_args()
