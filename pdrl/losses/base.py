@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -36,6 +37,35 @@ def exp_linear_above(z: torch.Tensor, limit: float = 10.0) -> torch.Tensor:
     terms concerned are ~1 at the optimum (E_Q[r] = 1): only a diverging critic reaches the linear part.
     """
     return torch.exp(z.clamp(max=limit)) * (1.0 + torch.relu(z - limit))
+
+
+def trained_negatives(shape: tuple[int, ...], layout: Layout | None, n_negatives: int | None) -> int:
+    """The marginal candidates per row that a critic was trained against, for a readout of ``shape`` scores.
+
+    ``n_negatives`` when given (an int >= 1); else the layout's count for an ``(n, m)`` matrix (leading batch
+    axes are allowed); else that of a paired matrix, ``m - 1`` (``(n, n)``, or ``(n, world_size * n)`` gathered).
+    A matrix that fits neither, such as ``n`` rows of 5 retrieval candidates, has no count of its own: without
+    ``n_negatives`` it raises ``ValueError``.
+    """
+    if n_negatives is not None:
+        if isinstance(n_negatives, bool) or not isinstance(n_negatives, numbers.Integral) or n_negatives < 1:
+            raise ValueError(
+                f"n_negatives={n_negatives!r} must be a whole number >= 1: the marginal candidates per row of the "
+                "training score matrix (batch size - 1 for a paired n x n matrix)."
+            )
+        return int(n_negatives)
+    if len(shape) < 2:
+        raise ValueError(
+            f"scores of shape {tuple(shape)} are no score matrix: pass n_negatives=<marginal candidates per row in "
+            "training> to read them out."
+        )
+    try:
+        return (layout if layout is not None else PairedLayout()).n_negatives(*shape[-2:])
+    except ValueError as error:
+        raise ValueError(
+            f"{error} To read out scores of another shape (e.g. retrieval candidates), pass "
+            "n_negatives=<marginal candidates per row in training>."
+        ) from error
 
 
 class ScoreMatrix:
@@ -144,6 +174,15 @@ class DependencyLoss(nn.Module, abc.ABC):
     ``log_pd``: it gives the critic output at which the loss is optimal when the true log-PD is known.
     Every method takes an optional ``layout`` (``PairedLayout()`` when None).
 
+    The readouts (``mi``, ``mi_readout``, ``log_pd``, ``scores_from_log_pd``) also take the keyword
+    ``n_negatives``: the number of marginal candidates per row that the critic was *trained* against. A readout
+    whose optimal critic depends on that count (the imbalanced ``PCCLoss``, whose logit is the log-PD minus the
+    prior ratio log(n_negatives)) needs it whenever the matrix it reads differs from the training matrix, e.g.
+    5 retrieval candidates scored by a critic trained on batches of 512 pairs; it resolves it with
+    ``trained_negatives``: ``n_negatives`` when given, else the layout's count for the matrix, else (a paired
+    matrix) its width - 1. Every other readout does not depend on it and accepts and ignores it; CPC's
+    ``log m`` is not such a count (it is the size of the softmax the readout takes on the matrix it is given).
+
     Example (any loss, here NWJ)::
 
         criterion = NWJLoss()
@@ -157,26 +196,36 @@ class DependencyLoss(nn.Module, abc.ABC):
         return -self.objective(ScoreMatrix(scores, layout))
 
     @torch.no_grad()
-    def mi(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
+    def mi(self, scores: torch.Tensor, layout: Layout | None = None, *, n_negatives: int | None = None) -> torch.Tensor:
         """The MI readout in nats (a float64 scalar without gradient), computed in float64 from the scores.
 
         Readouts are exact: the linear continuation of ``exp`` (``exp_linear_above``) is in training losses only,
-        so a diverged critic reads as +-inf, not as a large finite number.
+        so a diverged critic reads as +-inf, not as a large finite number. ``n_negatives``: the training count of
+        marginal candidates per row, for the readouts that depend on it (class docstring).
         """
-        return self.mi_readout(ScoreMatrix(scores.detach().double(), layout))
+        return self.mi_readout(ScoreMatrix(scores.detach().double(), layout), n_negatives=n_negatives)
 
     @abc.abstractmethod
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
         """The training objective (to maximise) on the global batch."""
 
     @abc.abstractmethod
-    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
-        """The MI estimate in nats on the global batch."""
+    def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
+        """The MI estimate in nats on the global batch (``n_negatives``: see the class docstring)."""
 
-    def log_pd(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
-        """Pointwise log-PD, log p(x,y) / (p(x)p(y)), estimated from each score (same shape)."""
+    def log_pd(
+        self, scores: torch.Tensor, layout: Layout | None = None, *, n_negatives: int | None = None
+    ) -> torch.Tensor:
+        """Pointwise log-PD, log p(x,y) / (p(x)p(y)), estimated from each score (same shape).
+
+        ``n_negatives``: the training count of marginal candidates per row, for the readouts that depend on it
+        (class docstring); this one does not.
+        """
         return scores
 
-    def scores_from_log_pd(self, log_pd: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
-        """The critic output that this loss learns at its optimum for a given true log-PD."""
+    def scores_from_log_pd(
+        self, log_pd: torch.Tensor, layout: Layout | None = None, *, n_negatives: int | None = None
+    ) -> torch.Tensor:
+        """The critic output that this loss learns at its optimum for a given true log-PD (``n_negatives``: as
+        in ``log_pd``)."""
         return log_pd

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pdrl.errors import ConfigError
-from pdrl.losses.base import DependencyLoss, Layout, ScoreMatrix
+from pdrl.losses.base import DependencyLoss, Layout, ScoreMatrix, trained_negatives
 
 
 class PCCLoss(DependencyLoss):
@@ -18,13 +18,17 @@ class PCCLoss(DependencyLoss):
     overflows::
 
         balanced:    L = E_P softplus(-f) + E_Q softplus(f)                      log-PD = f
-        imbalanced:  L = (sum_P softplus(-f) + sum_Q softplus(f)) / (n m)        log-PD = f + log(m - 1)
+        imbalanced:  L = (sum_P softplus(-f) + sum_Q softplus(f)) / (n m)        log-PD = f + log(k)
 
-    The imbalanced form weighs every joint and marginal entry equally (n positives, n(m-1) negatives, m - 1
-    the marginal candidates per row that the layout gives), so its optimal logit is the log-PD minus the log
-    prior ratio log(m-1) (Eq. 5); the readout adds it back.
-    The balanced form (the SSL "PCC" of the PD code, identical to the JS objective) learns log-PD directly.
-    MI readout: ``E_P[log-PD]``.
+    The imbalanced form weighs every joint and marginal entry equally (n positives, n k negatives, k = m - 1
+    the marginal candidates per row that the layout gives in training), so its optimal logit is the log-PD minus
+    the log prior ratio log(k) (Eq. 5); the readouts add it back. k is a property of the *training* matrix, not
+    of the one read out: ``log_pd``, ``scores_from_log_pd`` and ``mi`` take it as ``n_negatives=k`` and otherwise
+    from the layout of the matrix they are given, or its width - 1 when it is paired
+    (``pdrl.losses.base.trained_negatives``). Pass ``n_negatives`` to read out any other matrix, e.g. a critic
+    trained on batches of 128 pairs (k = 127) scoring 5 retrieval candidates: ``log_pd = f + log(127)``.
+    The balanced form (the SSL "PCC" of the PD code, identical to the JS objective) learns log-PD directly and
+    ignores ``n_negatives``. MI readout: ``E_P[log-PD]``.
 
     Args:
         balanced: weigh the joint and the marginal terms equally (True) or every entry equally (False).
@@ -35,6 +39,7 @@ class PCCLoss(DependencyLoss):
         loss = criterion(critic(embed_x(x), embed_y(y)))                      # (n, n), positives on the diagonal
         loss = criterion(CosineCritic(0.1).two_view(z_a, z_b), TwoViewLayout())  # SimCLR's layout
         log_pd = criterion.log_pd(scores)                                     # pointwise log-PD of every pair
+        log_pd = PCCLoss(balanced=False).log_pd(candidates, n_negatives=127)  # (n, 5) read at training k = 127
     """
 
     def __init__(self, balanced: bool = True) -> None:
@@ -54,20 +59,25 @@ class PCCLoss(DependencyLoss):
             / n_entries
         )
 
-    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
-        log_prior_ratio = 0.0 if self.balanced else math.log(matrix.n_negatives)
-        return matrix.joint_mean(matrix.joint + log_prior_ratio)
+    def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
+        count = matrix.n_negatives if n_negatives is None else trained_negatives((), None, n_negatives)
+        return matrix.joint_mean(matrix.joint + self._log_prior_ratio(count))
 
-    def _log_prior_ratio(self, scores: torch.Tensor, layout: Layout | None) -> float:
-        """log(m - 1), the marginal candidates per row; without a layout, the width of a paired matrix."""
+    def _log_prior_ratio(self, n_negatives: int) -> float:
+        """log(k) of the imbalanced form for k training negatives per row, 0 for the balanced form."""
+        return 0.0 if self.balanced else math.log(n_negatives)
+
+    def _readout_shift(self, scores: torch.Tensor, layout: Layout | None, n_negatives: int | None) -> float:
         if self.balanced:
             return 0.0
-        if layout is None:  # a paired matrix, or a retrieval matrix padded to the training width
-            return math.log(scores.shape[-1] - 1)
-        return math.log(layout.n_negatives(*scores.shape))
+        return self._log_prior_ratio(trained_negatives(tuple(scores.shape), layout, n_negatives))
 
-    def log_pd(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
-        return scores + self._log_prior_ratio(scores, layout)
+    def log_pd(
+        self, scores: torch.Tensor, layout: Layout | None = None, *, n_negatives: int | None = None
+    ) -> torch.Tensor:
+        return scores + self._readout_shift(scores, layout, n_negatives)
 
-    def scores_from_log_pd(self, log_pd: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
-        return log_pd - self._log_prior_ratio(log_pd, layout)
+    def scores_from_log_pd(
+        self, log_pd: torch.Tensor, layout: Layout | None = None, *, n_negatives: int | None = None
+    ) -> torch.Tensor:
+        return log_pd - self._readout_shift(log_pd, layout, n_negatives)

@@ -25,6 +25,10 @@ class CPCLoss(DependencyLoss):
     so that the value is exactly SimCLR's NT-Xent on ``TwoViewLayout()`` (with a ``CosineCritic``) and MoCo's
     loss on ``QueueLayout(K, batch_negatives=False)``; the gradient is the same either way, and so is ``mi``.
 
+    Neither readout depends on how many negatives the critic was trained against, and both ignore
+    ``n_negatives``: the ``log m`` of ``mi`` belongs to the softmax it takes over the m candidates of the matrix
+    it is given (the bound with m candidates), so a matrix of another width reads out the bound with its own m.
+
     CPC is unchanged when a constant is added to a row of scores, so with a bilinear critic a shift of G's output
     (e.g. the bias of its last layer) gets a zero gradient. In float32 that gradient is rounding noise (~1e-7),
     which Adam (eps 1e-8) turns into steps of about lr in a direction the loss never sees: harmless, but two runs
@@ -62,5 +66,5 @@ class CPCLoss(DependencyLoss):
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
         return math.log(matrix.n_candidates) + self._mean_log_softmax(matrix)
 
-    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
         return self.objective(matrix)

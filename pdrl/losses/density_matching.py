@@ -27,7 +27,7 @@ class DensityMatchingLagrangianLoss(DependencyLoss):
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
         return nwj_value(matrix, shift=0.0)
 
-    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
         return matrix.joint_mean(matrix.joint)
 
 
@@ -64,11 +64,15 @@ class DensityMatchingPenaltyLoss(DependencyLoss):
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
         return matrix.joint_mean(matrix.joint) - self.eta * matrix.marginal_logmeanexp(matrix.scores).square()
 
-    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
         return matrix.joint_mean(matrix.joint) - self.offset
 
-    def log_pd(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
+    def log_pd(
+        self, scores: torch.Tensor, layout: Layout | None = None, *, n_negatives: int | None = None
+    ) -> torch.Tensor:
         return scores - self.offset
 
-    def scores_from_log_pd(self, log_pd: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
+    def scores_from_log_pd(
+        self, log_pd: torch.Tensor, layout: Layout | None = None, *, n_negatives: int | None = None
+    ) -> torch.Tensor:
         return log_pd + self.offset

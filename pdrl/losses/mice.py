@@ -57,12 +57,16 @@ class MICELoss(DependencyLoss):
         log_partition = matrix.marginal_logmeanexp(matrix.scores)
         return dv_value(matrix, log_partition.detach() if blocked else log_partition)
 
-    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
         """The objective's value, with the exact ``exp`` in the nwj form (the loss continues it linearly)."""
         return nwj_value(matrix, exact=True) if self.form == "nwj" else dv_value(matrix)
 
-    def log_pd(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
+    def log_pd(
+        self, scores: torch.Tensor, layout: Layout | None = None, *, n_negatives: int | None = None
+    ) -> torch.Tensor:
         return scores - 1.0 if self.form == "nwj" else scores
 
-    def scores_from_log_pd(self, log_pd: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
+    def scores_from_log_pd(
+        self, log_pd: torch.Tensor, layout: Layout | None = None, *, n_negatives: int | None = None
+    ) -> torch.Tensor:
         return log_pd + 1.0 if self.form == "nwj" else log_pd

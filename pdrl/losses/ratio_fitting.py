@@ -59,20 +59,24 @@ class DRFCLoss(DependencyLoss):
         joint_term = joint - 0.5 * self.alpha * joint.square()
         return matrix.joint_mean(joint_term) - 0.5 * (1.0 - self.alpha) * matrix.marginal_mean(scores.square())
 
-    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
         plugin = matrix.joint_mean(self.log_pd(matrix.joint))
         if self.readout == "plugin":
             return plugin
         log_ratio = self.log_pd(matrix.scores)
         return plugin - matrix.marginal_logmeanexp(log_ratio)
 
-    def log_pd(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
+    def log_pd(
+        self, scores: torch.Tensor, layout: Layout | None = None, *, n_negatives: int | None = None
+    ) -> torch.Tensor:
         scores = scores.float() if scores.dtype != torch.float64 else scores
         if self.alpha == 0.0:
             return torch.log(scores.clamp(min=self.eps))
         relative = scores.clamp(min=self.eps, max=(1.0 - self.eps) / self.alpha)
         return math.log1p(-self.alpha) + torch.log(relative) - torch.log1p(-self.alpha * relative)
 
-    def scores_from_log_pd(self, log_pd: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
+    def scores_from_log_pd(
+        self, log_pd: torch.Tensor, layout: Layout | None = None, *, n_negatives: int | None = None
+    ) -> torch.Tensor:
         ratio = torch.exp(log_pd)
         return ratio / (self.alpha * ratio + 1.0 - self.alpha)

@@ -60,13 +60,17 @@ class NWJLoss(DependencyLoss):
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
         return nwj_value(matrix)
 
-    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
         return nwj_value(matrix, exact=True)
 
-    def log_pd(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
+    def log_pd(
+        self, scores: torch.Tensor, layout: Layout | None = None, *, n_negatives: int | None = None
+    ) -> torch.Tensor:
         return scores - 1.0
 
-    def scores_from_log_pd(self, log_pd: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
+    def scores_from_log_pd(
+        self, log_pd: torch.Tensor, layout: Layout | None = None, *, n_negatives: int | None = None
+    ) -> torch.Tensor:
         return log_pd + 1.0
 
 
@@ -84,7 +88,7 @@ class JSLoss(DependencyLoss):
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
         return js_objective(matrix)
 
-    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
         return nwj_value(matrix, shift=0.0, exact=True)
 
 
@@ -101,7 +105,7 @@ class DVLoss(DependencyLoss):
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
         return dv_value(matrix)
 
-    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
         return dv_value(matrix)
 
 
@@ -172,7 +176,7 @@ class SMILELoss(DependencyLoss):
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
         return js_objective(matrix)
 
-    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
         return dv_value(matrix, matrix.marginal_logmeanexp(matrix.scores.clamp(-self.tau, self.tau)))
 
 
@@ -189,5 +193,5 @@ class VariationalBoundLoss(DependencyLoss):
     def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
         return js_objective(matrix)
 
-    def mi_readout(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
         return matrix.joint_mean(matrix.joint)
