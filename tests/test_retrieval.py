@@ -1,6 +1,7 @@
 """Cross-modal retrieval on generated word-vector files with a known dependency: beats chance (1/5)."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -26,14 +27,73 @@ def vector_files(tmp_path_factory):
     return str(folder / "audio.vec"), str(folder / "text.vec")
 
 
-def test_imbalanced_pc_pmi_uses_the_training_width():
-    model = CrossModalRetrieval(input_dim=4, hidden_dims=[8], embedding_dim=4, objective_args={"balanced": False})
-    model.training_columns.fill_(512)
+def small_model(**objective_args) -> CrossModalRetrieval:
+    return CrossModalRetrieval(input_dim=4, hidden_dims=[8], embedding_dim=4, objective_args=objective_args)
+
+
+def test_imbalanced_pc_pmi_reads_the_candidates_at_the_training_negatives():
+    """5 candidates of a critic trained at batch 512: log(511) is added, from the buffer, with no padding."""
+    model = small_model(balanced=False)
+    model.training_negatives.fill_(511)
     scores = torch.randn(3, 5)
-    assert torch.allclose(model.pmi(scores), scores + math.log(511))
-    model.training_columns.fill_(0)
+    pmi = model.pmi(scores)
+    assert pmi.shape == (3, 5)
+    torch.testing.assert_close(pmi, scores + math.log(511))
+    torch.testing.assert_close(pmi, model.objective.log_pd(scores, n_negatives=511))
+    model.training_negatives.fill_(127)  # the count, not the 5 candidates, sets the prior ratio
+    torch.testing.assert_close(model.pmi(scores), scores + math.log(127))
+    model.training_negatives.fill_(0)
     with pytest.raises(RuntimeError, match="attach the model to a Trainer"):
         model.pmi(scores)
+
+
+def test_elementwise_pmi_does_not_depend_on_the_training_negatives():
+    model = CrossModalRetrieval(input_dim=4, hidden_dims=[8], embedding_dim=4, objective="drfc")
+    scores = torch.rand(3, 5) + 0.1
+    model.training_negatives.fill_(511)
+    first = model.pmi(scores)
+    model.training_negatives.fill_(7)
+    torch.testing.assert_close(model.pmi(scores), first)
+    torch.testing.assert_close(first, model.objective.log_pd(scores))
+
+
+def test_setup_and_training_step_record_the_negatives_per_row():
+    model = small_model(balanced=False)
+    datamodule = SimpleNamespace(hparams={"batch_size": 64})
+    model.trainer = SimpleNamespace(datamodule=datamodule, world_size=2)  # a stand-in, for setup only
+    model.setup("fit")
+    assert int(model.training_negatives) == 31  # 64 pairs on 2 ranks, each row scored against its 32 columns
+    model.training_negatives.fill_(0)
+    model.hparams.gather_distributed = True
+    model.setup("fit")
+    assert int(model.training_negatives) == 63  # gathered: against the whole global batch
+    model._trainer = None
+    model.log = lambda *args, **kwargs: None
+    model.training_step((torch.randn(6, 4), torch.randn(6, 4)), 0)
+    assert int(model.training_negatives) == 5
+
+
+def test_a_checkpoint_with_the_old_training_columns_buffer_still_loads(tmp_path):
+    """Checkpoints written before the buffer was renamed kept the training matrix's columns, k + 1."""
+    trained = small_model(balanced=False)
+    state = trained.state_dict()
+    state["training_columns"] = torch.tensor(512)
+    del state["training_negatives"]
+    fresh = small_model(balanced=False)
+    fresh.load_state_dict(state)  # strict: no missing or unexpected key
+    assert int(fresh.training_negatives) == 511
+    scores = torch.randn(2, 5)
+    torch.testing.assert_close(fresh.pmi(scores), scores + math.log(511))
+    path = tmp_path / "old.ckpt"
+    torch.save(
+        {"state_dict": state, "hyper_parameters": dict(trained.hparams), "pytorch-lightning_version": "2.6.0"}, path
+    )
+    loaded = CrossModalRetrieval.load_from_checkpoint(path)
+    assert int(loaded.training_negatives) == 511
+    state["training_columns"] = torch.tensor(0)  # saved before any setup: still unknown
+    fresh.load_state_dict(state)
+    assert int(fresh.training_negatives) == 0
+    assert set(fresh.state_dict()) == set(trained.state_dict())  # a new checkpoint has the new name only
 
 
 def test_table_ranks_candidates_by_pmi():

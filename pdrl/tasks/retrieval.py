@@ -3,7 +3,8 @@
 Two MLP encoders (audio F, text G; 100 -> 512 -> 512 -> 128, ReLU) and a separable critic give the score
 matrix ``scores[i, j] = <F(x_i), G(y_j)>`` of a batch of word pairs; the other words of the batch are the
 negatives. An objective of ``pdrl.losses`` (PC: ``pcc`` with ``balanced: false``, or D-RF: ``drfc``) turns
-the scores into a loss and into the estimated PMI, ``log r(x, y) = objective.log_pd(scores)``.
+the scores into a loss and into the estimated PMI, ``log r(x, y) = objective.log_pd(scores, n_negatives=k)``,
+k the marginal candidates per row of the training matrix (``training_negatives``).
 
 Evaluation (the paper's 1:5 matching): each held-out audio vector x is scored against 5 text candidates
 (its own word's and 4 other test words'); the trial is correct when its own text has the strictly highest
@@ -25,9 +26,11 @@ from torchmetrics import MeanMetric
 
 from pdrl.errors import ConfigError
 from pdrl.heads import SeparableCritic
-from pdrl.losses import build_objective
+from pdrl.losses import PairedLayout, build_objective
 from pdrl.nets.mlp import MLP
 from pdrl.tasks.names import ObjectiveName
+
+PAIRED = PairedLayout()  # the layout of the training score matrix (the objective's default)
 
 
 class CrossModalRetrieval(LightningModule):
@@ -64,8 +67,9 @@ class CrossModalRetrieval(LightningModule):
         self.text_encoder = MLP(input_dim, list(hidden_dims), embedding_dim)
         self.critic = SeparableCritic(temperature=temperature, gather_distributed=gather_distributed)
         self.objective = build_objective(objective, **(objective_args or {}))
-        # Columns of the training score matrix: the PC readout's prior ratio log(m - 1) depends on it.
-        self.register_buffer("training_columns", torch.tensor(0, dtype=torch.long))
+        # Marginal candidates per row of the training score matrix (0: not known yet), saved in checkpoints: the
+        # imbalanced PC learns the log-PD minus log(training_negatives), which its readout of any matrix adds back.
+        self.register_buffer("training_negatives", torch.tensor(0, dtype=torch.long))
         self.val_accuracy = MeanMetric()
 
     @property
@@ -76,19 +80,28 @@ class CrossModalRetrieval(LightningModule):
     def pmi(self, scores: torch.Tensor) -> torch.Tensor:
         """Estimated PMI of each entry of an ``(n, k)`` score matrix, as the objective reads it out.
 
-        ``objective.log_pd`` takes the prior ratio of the imbalanced PC from the width of the matrix it is
-        given; candidate matrices are narrower than the training matrix, so the scores are placed in a matrix
-        of the training width first (every other readout is elementwise and unaffected).
+        ``objective.log_pd(scores, n_negatives=training_negatives)``: the readout of the imbalanced PC adds the
+        prior ratio log(k) of the k negatives per row the critic was trained against, whatever the number of
+        candidates scored here (every other readout is elementwise and ignores k).
         """
-        width = int(self.training_columns)
-        if width < scores.shape[1]:
+        negatives = int(self.training_negatives)
+        if negatives < 1:
             raise RuntimeError(
-                f"CrossModalRetrieval.pmi: the training score matrix has {width} columns, fewer than the "
-                f"{scores.shape[1]} candidates; attach the model to a Trainer with a WordVectorDataModule first."
+                "CrossModalRetrieval.pmi: the number of negatives per row of the training score matrix is not known "
+                "yet; attach the model to a Trainer with a WordVectorDataModule first, or load a trained checkpoint."
             )
-        padded = scores.new_zeros(scores.shape[0], width)
-        padded[:, : scores.shape[1]] = scores
-        return self.objective.log_pd(padded)[:, : scores.shape[1]]
+        return self.objective.log_pd(scores, n_negatives=negatives)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Read checkpoints written before ``training_negatives``: their ``training_columns`` is k + 1.
+
+        Every training matrix was paired (n x m, one positive per row), so its m columns held k = m - 1 negatives;
+        0 (not known) stays 0.
+        """
+        old, new = prefix + "training_columns", prefix + "training_negatives"
+        if old in state_dict and new not in state_dict:
+            state_dict[new] = (state_dict.pop(old) - 1).clamp(min=0)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def setup(self, stage: str) -> None:
         batch_size = getattr(self.trainer.datamodule, "hparams", {}).get("batch_size")
@@ -98,13 +111,13 @@ class CrossModalRetrieval(LightningModule):
             )
         # batch_size is the global batch: gathered, each row is scored against all of it; else against its share
         world = 1 if self.hparams.gather_distributed else self.trainer.world_size
-        if int(self.training_columns) == 0:
-            self.training_columns.fill_(batch_size // world)
+        if int(self.training_negatives) == 0:  # a paired matrix: every other row of the batch is a negative
+            self.training_negatives.fill_(batch_size // world - 1)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         audio, text = batch
         scores = self.critic(self.audio_encoder(audio), self.text_encoder(text))
-        self.training_columns.fill_(scores.shape[1])
+        self.training_negatives.fill_(PAIRED.n_negatives(*scores.shape))  # the count of the layout the loss uses
         loss = self.objective(scores)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/mi", self.objective.mi(scores))
