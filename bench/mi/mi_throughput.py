@@ -3,9 +3,9 @@
 Every round trains a fresh copy of the same model (same critic, estimator, seed, threads) for ``steps``
 steps in each of three loops, in a rotating order so that no loop always runs first or last:
 
-- ``plain``: :func:`pdrl.bench.mi_engines.train_plain`, what the public reference code does per step;
-- ``lean``: :func:`pdrl.bench.mi_engines.train_lean` on the benchmark's stream (no held-out batches);
-- ``lightning``: :func:`pdrl.bench.mi_engines.train_lightning`; its steps/s are timed from the end of the
+- ``plain``: :func:`bench.mi.mi_engines.train_plain`, what the public reference code does per step;
+- ``lean``: :func:`bench.mi.mi_engines.train_lean` on the benchmark's stream (no held-out batches);
+- ``lightning``: :func:`bench.mi.mi_engines.train_lightning`; its steps/s are timed from the end of the
   first tenth of the steps to the end (steady state, the Trainer's one-off setup left out; the setup
   is reported apart).
 
@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from pdrl.bench.mi_engines import train_lean, train_lightning, train_plain
-from pdrl.bench.mi_runs import machine_description
-from pdrl.bench.mi_settings import ESTIMATORS, Setting
+from bench.mi.mi_engines import train_lean, train_lightning, train_plain
+from bench.mi.mi_runs import machine_description
+from bench.mi.mi_settings import ESTIMATORS, Setting
 
 LOOPS = ("plain", "lean", "lightning")
 

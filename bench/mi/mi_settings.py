@@ -1,6 +1,6 @@
 """What an MI benchmark run depends on: the estimators, the named critics and data settings, :class:`Setting`.
 
-The ground floor of the ``pdrl.bench.mi*`` modules: it imports none of them, they all import it.
+The ground floor of the ``bench.mi.mi_*`` modules: it imports none of them, they all import it.
 
 Named critics (``--critic``), each with the batch size and learning rate of the code it comes from:
 

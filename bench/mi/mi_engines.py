@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pdrl.bench.mi_stacked import stack_critics
+from bench.mi.mi_stacked import stack_critics
 from pdrl.data.gaussians import MIStaircase, rho_from_mi, sample_pairs
 from pdrl.metrics import pointwise_errors
 from pdrl.tasks.mi_estimation import MIEstimation, lean_adam
@@ -130,7 +130,7 @@ def train_ensemble(
 ) -> list[RunResult]:
     """Train several estimators side by side on the *same* stream, their critics batched.
 
-    Works for separable and joint (concat) critics alike (:func:`pdrl.bench.mi_stacked.stack_critics`).
+    Works for separable and joint (concat) critics alike (:func:`bench.mi.mi_stacked.stack_critics`).
     The loss is the sum of every model's objective on its own slice of the stacked scores; the slices share
     no parameter and Adam acts element-wise, so each model follows exactly the trajectory it would follow
     alone (``tests/test_mi_estimation.py`` checks it against :func:`train_lean`) while the per-step Python
