@@ -34,6 +34,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
     torch.set_num_threads(args.threads)
     if args.command == "throughput":
         setting = _setting(args, "gaussian", args.seeds[0])
-        setting.mi_levels, setting.steps_per_level, setting.heldout_batches = [setting.mi_levels[0]], args.steps, 0
+        setting = replace(setting, mi_levels=setting.mi_levels[:1], steps_per_level=args.steps, heldout_batches=0)
         command = shlex.join(["python", "-m", "bench.mi", *argv])
         return run_throughput(args.out, args.estimator, setting, args.rounds, command)
     estimators = _estimators(args.estimators)

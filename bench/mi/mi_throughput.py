@@ -52,7 +52,7 @@ class _SteadyTimer:
 
 def measure_round(estimator: str, setting: Setting, order: list[str]) -> dict[str, float]:
     """Steps/s of each loop in ``order`` on a fresh model; Lightning's setup seconds as ``lightning_setup_s``."""
-    steps = setting.steps_per_level * len(setting.mi_levels)
+    steps = setting.total_steps
     row: dict[str, float] = {"load_before": os.getloadavg()[0]}
     for loop in order:
         model = setting.model(ESTIMATORS[estimator])
@@ -85,7 +85,7 @@ def run_throughput(path: Path, estimator: str, setting: Setting, rounds: int, co
             flush=True,
         )
     median = {loop: statistics.median(row[loop] for row in measurements) for loop in LOOPS}
-    steps = setting.steps_per_level * len(setting.mi_levels)
+    steps = setting.total_steps
     lines = [
         "# MI benchmark throughput: pdrl's lean loop and Lightning engine against a plain reference loop",
         "",
