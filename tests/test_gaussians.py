@@ -1,14 +1,17 @@
 """The MI benchmark's data: closed-form MI and log-PD (exact and Monte Carlo checks), the staircase stream."""
 
 import math
+from dataclasses import fields
 
 import pytest
 import torch
+from jsonargparse import ArgumentParser
 from torch.distributions import MultivariateNormal
 
 from pdrl.data.gaussians import (
     GaussianMIDataModule,
     MIStaircase,
+    StaircaseSettings,
     cube_root,
     log_pd,
     log_pd_matrix,
@@ -79,9 +82,12 @@ def test_within_batch_chain_keeps_the_marginals_and_correlates_neighbours():
 
 
 def test_staircase_stream_levels_heldout_and_determinism():
-    stream = MIStaircase(dim=5, batch_size=8, mi_levels=[1.0, 3.0], steps_per_level=4, heldout_batches=2, seed=7)
+    settings = StaircaseSettings(
+        dim=5, batch_size=8, mi_levels=[1.0, 3.0], steps_per_level=4, heldout_batches=2, seed=7
+    )
+    stream = MIStaircase(settings)
     batches = list(stream)
-    assert len(batches) == stream.total_steps == 8
+    assert len(batches) == settings.total_steps == 8
     assert [float(batch["mi"]) for batch in batches] == [1.0] * 4 + [3.0] * 4
     with_heldout = [index for index, batch in enumerate(batches) if "heldout_x" in batch]
     assert with_heldout == [3, 7]
@@ -95,13 +101,15 @@ def test_staircase_stream_levels_heldout_and_determinism():
 
 def test_uniform_batch_correlation_is_drawn_per_batch_within_its_range():
     stream = MIStaircase(
-        dim=3,
-        batch_size=4,
-        mi_levels=[1.0],
-        steps_per_level=50,
-        batch_correlation=0.5,
-        batch_correlation_uniform=True,
-        heldout_batches=0,
+        StaircaseSettings(
+            dim=3,
+            batch_size=4,
+            mi_levels=[1.0],
+            steps_per_level=50,
+            batch_correlation=0.5,
+            batch_correlation_uniform=True,
+            heldout_batches=0,
+        )
     )
     values = torch.stack([batch["batch_correlation"] for batch in stream])
     assert values.min() >= 0.0 and values.max() <= 0.5 and values.unique().numel() == 50
@@ -124,4 +132,27 @@ def test_datamodule_yields_whole_batches():
 )
 def test_bad_stream_arguments_raise_one_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        MIStaircase(**kwargs)
+        StaircaseSettings(**kwargs)
+    with pytest.raises(ValueError, match=message):  # the datamodule's config keys are the same settings
+        GaussianMIDataModule(**kwargs)
+
+
+def test_the_settings_are_a_frozen_copy():
+    levels = [2.0, 4.0]
+    settings = StaircaseSettings(mi_levels=levels, batch_correlation=0)
+    levels.append(6.0)
+    assert settings.mi_levels == (2.0, 4.0) and settings.batch_correlation == 0.0
+    with pytest.raises(AttributeError):
+        settings.dim = 3
+    assert GaussianMIDataModule(dim=4, mi_levels=levels).stream.settings == StaircaseSettings(dim=4, mi_levels=levels)
+    with pytest.raises(TypeError, match="unknown"):
+        GaussianMIDataModule(unknown=1)
+
+
+def test_the_datamodule_config_keys_are_the_settings_fields():
+    """``python -m pdrl.fit`` reads the datamodule's keys through ``**settings`` from the dataclass: same names,
+    types and defaults, so the shipped mi_*.yaml configs parse unchanged."""
+    parser = ArgumentParser()
+    parser.add_class_arguments(GaussianMIDataModule, "data")
+    defaults = parser.get_defaults().data
+    assert vars(defaults) == {field.name: field.default for field in fields(StaircaseSettings)}

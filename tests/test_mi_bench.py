@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from pdrl.bench import mi as bench
-from pdrl.bench.mi_settings import ESTIMATORS, Setting, critic_label
-from pdrl.bench.mi_writeup import findings
+from bench.mi import mi as bench
+from bench.mi.mi_settings import ESTIMATORS, Setting, critic_label
+from bench.mi.mi_writeup import findings
 from pdrl.tasks.mi_estimation import lean_adam
 
 TINY = ["--steps-per-level", "15", "--mi-levels", "2", "4", "--hidden-dims", "8", "--embed-dim", "4"]
@@ -63,7 +63,7 @@ def test_seeds_give_mean_and_std_and_stored_commands_rerun_their_engine(tmp_path
     meta = json.loads(runs[0].read_text())
     assert meta["engine"] == "lean" and "--engine lean" in meta["command"]
     words = shlex.split(meta["command"].replace(str(first), str(second)))
-    assert words[:3] == ["python", "-m", "pdrl.bench.mi"]
+    assert words[:3] == ["python", "-m", "bench.mi"]
     bench.main(words[3:])
     again = json.loads((second / "runs" / runs[0].name).read_text())
     assert again["engine"] == "lean" and again["setting"] == meta["setting"]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pdrl.bench import mi as bench
-from pdrl.bench.mi import ESTIMATORS, Setting, ema, stage_statistics, train_ensemble, train_lean
+from bench.mi import mi as bench
+from bench.mi.mi import ESTIMATORS, Setting, ema, stage_statistics, train_ensemble, train_lean
 from pdrl.data.gaussians import statistical_floor
 from pdrl.fit import main as fit_main
 from pdrl.metrics import pointwise_errors

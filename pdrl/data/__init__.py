@@ -2,7 +2,7 @@
 
 from pdrl.data.augment import PairAugmentation
 from pdrl.data.gaussian_grid import GaussianGridDataModule
-from pdrl.data.gaussians import GaussianMIDataModule, MIStaircase
+from pdrl.data.gaussians import GaussianMIDataModule, MIStaircase, StaircaseSettings
 from pdrl.data.images import (
     CIFAR10DataModule,
     DigitsDataModule,
@@ -27,6 +27,7 @@ __all__ = [
     "MNISTDataModule",
     "PairAugmentation",
     "ResumableDataLoader",
+    "StaircaseSettings",
     "WholeImageDataModule",
     "WordVectorDataModule",
     "WordVectorFileError",

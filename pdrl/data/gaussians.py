@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from pytorch_lightning import LightningDataModule
@@ -125,22 +127,13 @@ def log_pd_matrix(x: torch.Tensor, y: torch.Tensor, rho: float, task: str = "gau
     return -0.5 * dim * math.log(one_minus) - quadratic / (2.0 * one_minus)
 
 
-class MIStaircase(IterableDataset):
-    """The benchmark's data stream: whole batches, one per training step, MI rising stage by stage.
+@dataclass(frozen=True)
+class StaircaseSettings:
+    """What an MI staircase is: the one list of its settings, shared by :class:`MIStaircase`, the config keys
+    of :class:`GaussianMIDataModule` and the MI benchmark's runs. Checked once, here, when built.
 
     Stage k lasts ``steps_per_level`` steps at true MI ``mi_levels[k]`` (PD paper: 2, 4, 6, 8, 10 nats,
-    4000 steps each). Each item is a dict with ``x``, ``y`` (``(batch_size, dim)``), the true ``mi`` and
-    ``rho`` (scalars) and the within-batch ``batch_correlation`` used. On the last step of every stage it
-    also holds ``heldout_x``, ``heldout_y`` (``(heldout_batches, batch_size, dim)``: fresh i.i.d. batches at
-    that stage's MI, from a separate random stream) and ``heldout_log_pd``, the true
-    ``(heldout_batches, batch_size, batch_size)`` log-PD matrix of each held-out batch. Held-out pairs come
-    in batches of the training size because some estimators' log-PD depends on the width of the score
-    matrix (the imbalanced PC adds log(n - 1)).
-
-    Use with ``DataLoader(stream, batch_size=None)``: no per-sample collation. Every iteration restarts
-    the same seeded stream, at step ``start_step`` (0 unless ``load_state_dict`` set it; it applies to the next
-    iteration only): the steps before it are drawn and dropped, so the batches from there on are exactly those
-    of an uninterrupted pass.
+    4000 steps each).
 
     Args:
         dim: dimension d of x and y (20 in the papers).
@@ -154,43 +147,35 @@ class MIStaircase(IterableDataset):
         seed: seed of the training stream (the held-out stream uses ``seed + 1``).
     """
 
-    def __init__(
-        self,
-        dim: int = 20,
-        batch_size: int = 64,
-        mi_levels: Sequence[float] = (2.0, 4.0, 6.0, 8.0, 10.0),
-        steps_per_level: int = 4000,
-        task: str = "gaussian",
-        batch_correlation: float = 0.0,
-        batch_correlation_uniform: bool = False,
-        heldout_batches: int = 4,
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        if task not in TASKS:
-            raise ConfigError(f"Unknown task {task!r}: choose one of {TASKS}.")
-        if dim <= 0 or batch_size < 2 or steps_per_level <= 0 or heldout_batches < 0:
+    dim: int = 20
+    batch_size: int = 64
+    mi_levels: Sequence[float] = (2.0, 4.0, 6.0, 8.0, 10.0)
+    steps_per_level: int = 4000
+    task: str = "gaussian"
+    batch_correlation: float = 0.0
+    batch_correlation_uniform: bool = False
+    heldout_batches: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"Unknown task {self.task!r}: choose one of {TASKS}.")
+        if self.dim <= 0 or self.batch_size < 2 or self.steps_per_level <= 0 or self.heldout_batches < 0:
             raise ConfigError(
-                "MIStaircase needs dim > 0, batch_size >= 2, steps_per_level > 0 and heldout_batches >= 0, got "
-                f"dim={dim}, batch_size={batch_size}, steps_per_level={steps_per_level}, "
-                f"heldout_batches={heldout_batches}."
+                "The MI staircase needs dim > 0, batch_size >= 2, steps_per_level > 0 and heldout_batches >= 0, "
+                f"got dim={self.dim}, batch_size={self.batch_size}, steps_per_level={self.steps_per_level}, "
+                f"heldout_batches={self.heldout_batches}."
             )
-        if not mi_levels or any(level <= 0 for level in mi_levels):
-            raise ConfigError(f"mi_levels must be a non-empty list of positive MI values in nats, got {mi_levels}.")
-        if not 0.0 <= batch_correlation < 1.0:
-            raise ConfigError(f"batch_correlation must be in [0, 1) (MICE uses 0.1 ... 0.5), got {batch_correlation}.")
-        self.dim, self.batch_size, self.task = dim, batch_size, task
-        self.mi_levels = [float(level) for level in mi_levels]
-        self.steps_per_level, self.heldout_batches, self.seed = steps_per_level, heldout_batches, seed
-        self.batch_correlation, self.batch_correlation_uniform = float(batch_correlation), batch_correlation_uniform
-        self.start_step = 0
-
-    def state_dict(self) -> dict[str, int]:
-        """Where the next iteration starts (``{"start_step": k}``)."""
-        return {"start_step": self.start_step}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self.start_step = int(state_dict["start_step"])
+        if not self.mi_levels or any(level <= 0 for level in self.mi_levels):
+            raise ConfigError(
+                f"mi_levels must be a non-empty list of positive MI values in nats, got {self.mi_levels}."
+            )
+        if not 0.0 <= self.batch_correlation < 1.0:
+            raise ConfigError(
+                f"batch_correlation must be in [0, 1) (MICE uses 0.1 ... 0.5), got {self.batch_correlation}."
+            )
+        object.__setattr__(self, "mi_levels", tuple(float(level) for level in self.mi_levels))  # a copy: frozen
+        object.__setattr__(self, "batch_correlation", float(self.batch_correlation))
 
     @property
     def total_steps(self) -> int:
@@ -200,21 +185,53 @@ class MIStaircase(IterableDataset):
         """The true MI at a (0-based) training step."""
         return self.mi_levels[min(step // self.steps_per_level, len(self.mi_levels) - 1)]
 
+
+class MIStaircase(IterableDataset):
+    """The benchmark's data stream: whole batches, one per training step, MI rising stage by stage.
+
+    Made of ``settings`` (:class:`StaircaseSettings`). Each item is a dict with ``x``, ``y``
+    (``(batch_size, dim)``), the true ``mi`` and ``rho`` (scalars) and the within-batch ``batch_correlation``
+    used. On the last step of every stage it also holds ``heldout_x``, ``heldout_y``
+    (``(heldout_batches, batch_size, dim)``: fresh i.i.d. batches at that stage's MI, from a separate random
+    stream) and ``heldout_log_pd``, the true ``(heldout_batches, batch_size, batch_size)`` log-PD matrix of each
+    held-out batch. Held-out pairs come in batches of the training size because some estimators' log-PD
+    depends on the width of the score matrix (the imbalanced PC adds log(n - 1)).
+
+    Use with ``DataLoader(stream, batch_size=None)``: no per-sample collation. Every iteration restarts
+    the same seeded stream, at step ``start_step`` (0 unless ``load_state_dict`` set it; it applies to the next
+    iteration only): the steps before it are drawn and dropped, so the batches from there on are exactly those
+    of an uninterrupted pass.
+    """
+
+    def __init__(self, settings: StaircaseSettings = StaircaseSettings()) -> None:
+        super().__init__()
+        self.settings = settings
+        self.start_step = 0
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the next iteration starts (``{"start_step": k}``)."""
+        return {"start_step": self.start_step}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.start_step = int(state_dict["start_step"])
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        generator = torch.Generator().manual_seed(self.seed)
-        heldout_generator = torch.Generator().manual_seed(self.seed + 1)
-        start, self.start_step = self.start_step % self.total_steps, 0
-        for step in range(self.total_steps):
-            mi = self.true_mi(step)
-            rho = rho_from_mi(mi, self.dim)
-            correlation = self.batch_correlation
-            if self.batch_correlation_uniform:
+        settings = self.settings
+        generator = torch.Generator().manual_seed(settings.seed)
+        heldout_generator = torch.Generator().manual_seed(settings.seed + 1)
+        start, self.start_step = self.start_step % settings.total_steps, 0
+        for step in range(settings.total_steps):
+            mi = settings.true_mi(step)
+            rho = rho_from_mi(mi, settings.dim)
+            correlation = settings.batch_correlation
+            if settings.batch_correlation_uniform:
                 correlation = correlation * torch.rand((), generator=generator).item()
-            x, y = sample_pairs(self.batch_size, self.dim, rho, self.task, correlation, generator)
+            x, y = sample_pairs(settings.batch_size, settings.dim, rho, settings.task, correlation, generator)
+            stage_ends = settings.heldout_batches > 0 and (step + 1) % settings.steps_per_level == 0
             if step < start:  # already trained on before a resume: advance both streams exactly, yield nothing
-                if self.heldout_batches > 0 and (step + 1) % self.steps_per_level == 0:
-                    for _ in range(self.heldout_batches):
-                        sample_pairs(self.batch_size, self.dim, rho, self.task, 0.0, heldout_generator)
+                if stage_ends:
+                    for _ in range(settings.heldout_batches):
+                        sample_pairs(settings.batch_size, settings.dim, rho, settings.task, 0.0, heldout_generator)
                 continue
             batch = {
                 "x": x,
@@ -223,59 +240,44 @@ class MIStaircase(IterableDataset):
                 "rho": torch.tensor(rho),
                 "batch_correlation": torch.tensor(correlation),
             }
-            if self.heldout_batches > 0 and (step + 1) % self.steps_per_level == 0:
+            if stage_ends:
                 batch.update(self.heldout(rho, heldout_generator))
             yield batch
 
     def heldout(self, rho: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """``heldout_batches`` i.i.d. batches and the true log-PD matrix of each."""
+        settings = self.settings
         pairs = [
-            sample_pairs(self.batch_size, self.dim, rho, self.task, 0.0, generator) for _ in range(self.heldout_batches)
+            sample_pairs(settings.batch_size, settings.dim, rho, settings.task, 0.0, generator)
+            for _ in range(settings.heldout_batches)
         ]
         return {
             "heldout_x": torch.stack([x for x, _ in pairs]),
             "heldout_y": torch.stack([y for _, y in pairs]),
-            "heldout_log_pd": torch.stack([log_pd_matrix(x, y, rho, self.task) for x, y in pairs]).float(),
+            "heldout_log_pd": torch.stack([log_pd_matrix(x, y, rho, settings.task) for x, y in pairs]).float(),
         }
 
 
 class GaussianMIDataModule(LightningDataModule):
-    """LightningDataModule around :class:`MIStaircase` (same arguments); one epoch is the whole staircase.
+    """LightningDataModule around :class:`MIStaircase`; one epoch is the whole staircase.
+
+    Its keyword arguments are the fields of :class:`StaircaseSettings` (``dim``, ``batch_size``, ``mi_levels``,
+    ``steps_per_level``, ``task``, ``batch_correlation``, ``batch_correlation_uniform``, ``heldout_batches``,
+    ``seed``): the config keys of ``data.init_args``, which ``python -m pdrl.fit`` reads from that dataclass.
 
     Its ``state_dict`` (saved by Lightning in every checkpoint) holds the number of steps already trained on, so
     a resumed run continues the staircase where it stopped; see :func:`pdrl.data.resumable.batches_trained`.
     """
 
-    def __init__(
-        self,
-        dim: int = 20,
-        batch_size: int = 64,
-        mi_levels: Sequence[float] = (2.0, 4.0, 6.0, 8.0, 10.0),
-        steps_per_level: int = 4000,
-        task: str = "gaussian",
-        batch_correlation: float = 0.0,
-        batch_correlation_uniform: bool = False,
-        heldout_batches: int = 4,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, **settings: Any) -> None:
         super().__init__()
-        self.stream = MIStaircase(
-            dim,
-            batch_size,
-            mi_levels,
-            steps_per_level,
-            task,
-            batch_correlation,
-            batch_correlation_uniform,
-            heldout_batches,
-            seed,
-        )
+        self.stream = MIStaircase(StaircaseSettings(**settings))
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.stream, batch_size=None, num_workers=0)
 
     def state_dict(self) -> dict[str, int]:
-        return {"start_step": batches_trained(self.trainer) % self.stream.total_steps}
+        return {"start_step": batches_trained(self.trainer) % self.stream.settings.total_steps}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self.stream.load_state_dict(state_dict)

@@ -3,9 +3,9 @@
 Every round trains a fresh copy of the same model (same critic, estimator, seed, threads) for ``steps``
 steps in each of three loops, in a rotating order so that no loop always runs first or last:
 
-- ``plain``: :func:`pdrl.bench.mi_engines.train_plain`, what the public reference code does per step;
-- ``lean``: :func:`pdrl.bench.mi_engines.train_lean` on the benchmark's stream (no held-out batches);
-- ``lightning``: :func:`pdrl.bench.mi_engines.train_lightning`; its steps/s are timed from the end of the
+- ``plain``: :func:`bench.mi.mi_engines.train_plain`, what the public reference code does per step;
+- ``lean``: :func:`bench.mi.mi_engines.train_lean` on the benchmark's stream (no held-out batches);
+- ``lightning``: :func:`bench.mi.mi_engines.train_lightning`; its steps/s are timed from the end of the
   first tenth of the steps to the end (steady state, the Trainer's one-off setup left out; the setup
   is reported apart).
 
@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from pdrl.bench.mi_engines import train_lean, train_lightning, train_plain
-from pdrl.bench.mi_runs import machine_description
-from pdrl.bench.mi_settings import ESTIMATORS, Setting
+from bench.mi.mi_engines import train_lean, train_lightning, train_plain
+from bench.mi.mi_runs import machine_description
+from bench.mi.mi_settings import ESTIMATORS, Setting
 
 LOOPS = ("plain", "lean", "lightning")
 
@@ -52,7 +52,7 @@ class _SteadyTimer:
 
 def measure_round(estimator: str, setting: Setting, order: list[str]) -> dict[str, float]:
     """Steps/s of each loop in ``order`` on a fresh model; Lightning's setup seconds as ``lightning_setup_s``."""
-    steps = setting.steps_per_level * len(setting.mi_levels)
+    steps = setting.total_steps
     row: dict[str, float] = {"load_before": os.getloadavg()[0]}
     for loop in order:
         model = setting.model(ESTIMATORS[estimator])
@@ -85,7 +85,7 @@ def run_throughput(path: Path, estimator: str, setting: Setting, rounds: int, co
             flush=True,
         )
     median = {loop: statistics.median(row[loop] for row in measurements) for loop in LOOPS}
-    steps = setting.steps_per_level * len(setting.mi_levels)
+    steps = setting.total_steps
     lines = [
         "# MI benchmark throughput: pdrl's lean loop and Lightning engine against a plain reference loop",
         "",

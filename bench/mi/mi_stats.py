@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from pdrl.bench.mi_settings import ESTIMATORS, critic_label
+from bench.mi.mi_settings import ESTIMATORS, critic_label
 from pdrl.data.gaussians import statistical_floor
 
 EMA_SPAN = 200
@@ -83,7 +83,7 @@ def load_runs(out: Path) -> list[dict[str, Any]]:
         meta["seed"] = setting.get("seed", 0)
         runs.append(meta)
     if not runs:
-        raise FileNotFoundError(f"No runs under {out / 'runs'}: run `python -m pdrl.bench.mi sweep --out {out}` first.")
+        raise FileNotFoundError(f"No runs under {out / 'runs'}: run `python -m bench.mi sweep --out {out}` first.")
     order = list(ESTIMATORS)
     runs.sort(key=lambda run: (run["setting"]["task"], run["critic_name"], order.index(run["estimator"]), run["seed"]))
     return runs

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pdrl.bench.mi_stats import EMA_SPAN, ema
+from bench.mi.mi_stats import EMA_SPAN, ema
 
 
 def plot_staircase(runs: list[dict[str, Any]], path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Run estimators under a :class:`~pdrl.bench.mi_settings.Setting` with one engine and save each run.
+"""Run estimators under a :class:`~bench.mi.mi_settings.Setting` with one engine and save each run.
 
 Every saved run stores the command that reruns it: every option spelled out (engine, critic, widths,
 batch, lr, staircase, data, seed, task, estimators), so a later change of a default cannot make a stored
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pdrl.bench.mi_engines import RunResult, train_ensemble, train_lean, train_lightning
-from pdrl.bench.mi_settings import ESTIMATORS, Setting, run_name
+from bench.mi.mi_engines import RunResult, train_ensemble, train_lean, train_lightning
+from bench.mi.mi_settings import ESTIMATORS, Setting, run_name
 
 ENGINES = ("ensemble", "lean", "lightning")
 
@@ -26,9 +26,9 @@ ENGINES = ("ensemble", "lean", "lightning")
 def rerun_command(
     setting: Setting, estimators: list[str], engine: str, out: Path, device: str, window: int = 1000
 ) -> str:
-    """The ``python -m pdrl.bench.mi sweep`` command that trains exactly these runs again (and reports them
+    """The ``python -m bench.mi sweep`` command that trains exactly these runs again (and reports them
     over the last ``window`` steps of each stage)."""
-    words = ["python", "-m", "pdrl.bench.mi", "sweep", "--engine", engine]
+    words = ["python", "-m", "bench.mi", "sweep", "--engine", engine]
     words += ["--critic", "joint" if setting.critic == "concat" else "separable"]
     words += ["--hidden-dims", *map(str, setting.hidden_dims), "--embed-dim", str(setting.embed_dim)]
     words += ["--batch-size", str(setting.batch_size), "--lr", f"{setting.lr:g}", "--dim", str(setting.dim)]

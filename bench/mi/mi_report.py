@@ -5,8 +5,8 @@ Files written in the sweep folder:
 - ``mi_table.csv``: one row per run (task, critic, data, estimator, seed) and MI level;
 - ``mi_table_mean.csv``: mean and std over seeds of every statistic, with the number of seeds;
 - ``mi_table.md``: the runs and their rerun commands, one section per task / critic / data with its figure
-  and tables, and the findings of :mod:`pdrl.bench.mi_writeup`;
-- ``figure_<task>_<critic>[_<data>].png``: :func:`pdrl.bench.mi_plots.plot_staircase`.
+  and tables, and the findings of :mod:`bench.mi.mi_writeup`;
+- ``figure_<task>_<critic>[_<data>].png``: :func:`bench.mi.mi_plots.plot_staircase`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pdrl.bench.mi_plots import plot_staircase
-from pdrl.bench.mi_stats import aggregate_rows, group_key, load_runs, table_rows
-from pdrl.bench.mi_writeup import findings
+from bench.mi.mi_plots import plot_staircase
+from bench.mi.mi_stats import aggregate_rows, group_key, load_runs, table_rows
+from bench.mi.mi_writeup import findings
 
 TABLES = (
     ("Bias of the MI estimate (nats)", "bias", "+.3f"),

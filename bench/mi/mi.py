@@ -2,17 +2,17 @@
 
 Three commands::
 
-    python -m pdrl.bench.mi sweep --estimators all --tasks gaussian cubic --critic separable --seeds 0 --out DIR
-    python -m pdrl.bench.mi report --out DIR
-    python -m pdrl.bench.mi throughput --steps 2000 --rounds 3 --out FILE.md
+    python -m bench.mi sweep --estimators all --tasks gaussian cubic --critic separable --seeds 0 --out DIR
+    python -m bench.mi report --out DIR
+    python -m bench.mi throughput --steps 2000 --rounds 3 --out FILE.md
 
 ``sweep`` trains every chosen estimator (``all``, ``headline`` or names) on every task and seed through the
 MI staircase (2, 4, 6, 8, 10 nats, 4000 steps each), saves each run under ``DIR/runs/`` and writes the
 report of all runs in ``DIR`` (several sweeps, e.g. one per critic, may fill one folder, one process each).
-``report`` only rewrites the report (:mod:`pdrl.bench.mi_report`). ``throughput`` measures the lean loop
-and the Lightning engine against a plain reference loop (:mod:`pdrl.bench.mi_throughput`).
+``report`` only rewrites the report (:mod:`bench.mi.mi_report`). ``throughput`` measures the lean loop
+and the Lightning engine against a plain reference loop (:mod:`bench.mi.mi_throughput`).
 
-Critics (``--critic``, :mod:`pdrl.bench.mi_settings`): ``separable`` (the SMILE code's default, three hidden
+Critics (``--critic``, :mod:`bench.mi.mi_settings`): ``separable`` (the SMILE code's default, three hidden
 layers of 256), ``separable_2h`` (two hidden layers), ``joint`` (PD paper Figure 1: concat 512-512, batch
 128, lr 1e-3); ``--hidden-dims``, ``--batch-size`` and ``--lr`` override a critic's own values.
 Data (``--data``): ``standard`` or ``mice_extension`` (MICE paper Section 5.2: c = 0.1, full staircase).
@@ -22,10 +22,10 @@ their critics (separable or joint) stacked into one set of ``bmm`` calls; ``lean
 a plain PyTorch loop; ``lightning`` on a ``Trainer``. Each saved run stores the command that reruns it with
 its own engine.
 
-The modules: settings (:mod:`~pdrl.bench.mi_settings`), stacked critics (:mod:`~pdrl.bench.mi_stacked`),
-training loops (:mod:`~pdrl.bench.mi_engines`), runs and provenance (:mod:`~pdrl.bench.mi_runs`),
-statistics (:mod:`~pdrl.bench.mi_stats`), report, figures and findings (:mod:`~pdrl.bench.mi_report`,
-:mod:`~pdrl.bench.mi_plots`, :mod:`~pdrl.bench.mi_writeup`), throughput (:mod:`~pdrl.bench.mi_throughput`).
+The modules: settings (:mod:`~bench.mi.mi_settings`), stacked critics (:mod:`~bench.mi.mi_stacked`),
+training loops (:mod:`~bench.mi.mi_engines`), runs and provenance (:mod:`~bench.mi.mi_runs`),
+statistics (:mod:`~bench.mi.mi_stats`), report, figures and findings (:mod:`~bench.mi.mi_report`,
+:mod:`~bench.mi.mi_plots`, :mod:`~bench.mi.mi_writeup`), throughput (:mod:`~bench.mi.mi_throughput`).
 """
 
 from __future__ import annotations
@@ -34,17 +34,18 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pdrl.bench.mi_engines import RunResult, train_ensemble, train_lean, train_lightning, train_plain
-from pdrl.bench.mi_report import write_report
-from pdrl.bench.mi_runs import ENGINES, run_ensemble, run_one
-from pdrl.bench.mi_settings import CRITIC_PRESETS, DATA_SETTINGS, ESTIMATORS, HEADLINE, Estimator, Setting, run_name
-from pdrl.bench.mi_stats import ema, stage_statistics
-from pdrl.bench.mi_throughput import run_throughput
+from bench.mi.mi_engines import RunResult, train_ensemble, train_lean, train_lightning, train_plain
+from bench.mi.mi_report import write_report
+from bench.mi.mi_runs import ENGINES, run_ensemble, run_one
+from bench.mi.mi_settings import CRITIC_PRESETS, DATA_SETTINGS, ESTIMATORS, HEADLINE, Estimator, Setting, run_name
+from bench.mi.mi_stats import ema, stage_statistics
+from bench.mi.mi_throughput import run_throughput
 from pdrl.data.gaussians import TASKS
 
 __all__ = [
@@ -54,7 +55,7 @@ __all__ = [
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pdrl.bench.mi", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.mi", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add_setting(sub: argparse.ArgumentParser) -> None:
@@ -145,8 +146,8 @@ def main(argv: Sequence[str] | None = None) -> Any:
     torch.set_num_threads(args.threads)
     if args.command == "throughput":
         setting = _setting(args, "gaussian", args.seeds[0])
-        setting.mi_levels, setting.steps_per_level, setting.heldout_batches = [setting.mi_levels[0]], args.steps, 0
-        command = shlex.join(["python", "-m", "pdrl.bench.mi", *argv])
+        setting = replace(setting, mi_levels=setting.mi_levels[:1], steps_per_level=args.steps, heldout_batches=0)
+        command = shlex.join(["python", "-m", "bench.mi", *argv])
         return run_throughput(args.out, args.estimator, setting, args.rounds, command)
     estimators = _estimators(args.estimators)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +168,3 @@ def main(argv: Sequence[str] | None = None) -> Any:
                 tail = result.estimates[-min(100, len(result.estimates)) :].mean()
                 print(f"{run_name(setting, name)}: {result.wall_s:.1f} s, last-100 mean {tail:.3f}", flush=True)
     return write_report(args.out, args.window, args.wandb)
-
-
-if __name__ == "__main__":
-    main()

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pdrl.bench.mi_stacked import stack_critics
+from bench.mi.mi_stacked import stack_critics
 from pdrl.data.gaussians import MIStaircase, rho_from_mi, sample_pairs
 from pdrl.metrics import pointwise_errors
 from pdrl.tasks.mi_estimation import MIEstimation, lean_adam
@@ -33,7 +33,7 @@ def to_floats(errors: dict[str, torch.Tensor], mi: float) -> dict[str, float]:
 
 
 def _true_mi(stream: MIStaircase) -> np.ndarray:
-    return np.repeat(np.asarray(stream.mi_levels, dtype=np.float64), stream.steps_per_level)
+    return np.repeat(np.asarray(stream.settings.mi_levels, dtype=np.float64), stream.settings.steps_per_level)
 
 
 def train_lean(
@@ -54,8 +54,8 @@ def train_lean(
     """
     model.to(device).train()
     optimizer = model.configure_optimizers()
-    estimates = torch.full((stream.total_steps,), math.nan, device=device)
-    losses = torch.zeros(stream.total_steps, device=device)
+    estimates = torch.full((stream.settings.total_steps,), math.nan, device=device)
+    losses = torch.zeros(stream.settings.total_steps, device=device)
     true_mi = _true_mi(stream)
     pointwise: list[dict[str, float]] = []
     move = device != "cpu"
@@ -105,13 +105,14 @@ def train_plain(model: MIEstimation, stream: MIStaircase) -> float:
     """
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=model.lr)
-    generator = torch.Generator().manual_seed(stream.seed)
-    rhos = [rho_from_mi(level, stream.dim) for level in stream.mi_levels]
+    settings = stream.settings
+    generator = torch.Generator().manual_seed(settings.seed)
+    rhos = [rho_from_mi(level, settings.dim) for level in settings.mi_levels]
     estimates = []
     start = time.perf_counter()
-    for step in range(stream.total_steps):
+    for step in range(settings.total_steps):
         x, y = sample_pairs(
-            stream.batch_size, stream.dim, rhos[step // stream.steps_per_level], stream.task, 0.0, generator
+            settings.batch_size, settings.dim, rhos[step // settings.steps_per_level], settings.task, 0.0, generator
         )
         scores = model(x, y)
         loss = model.objective(scores)
@@ -130,7 +131,7 @@ def train_ensemble(
 ) -> list[RunResult]:
     """Train several estimators side by side on the *same* stream, their critics batched.
 
-    Works for separable and joint (concat) critics alike (:func:`pdrl.bench.mi_stacked.stack_critics`).
+    Works for separable and joint (concat) critics alike (:func:`bench.mi.mi_stacked.stack_critics`).
     The loss is the sum of every model's objective on its own slice of the stacked scores; the slices share
     no parameter and Adam acts element-wise, so each model follows exactly the trajectory it would follow
     alone (``tests/test_mi_estimation.py`` checks it against :func:`train_lean`) while the per-step Python
@@ -141,7 +142,7 @@ def train_ensemble(
     objectives = [model.objective.to(device) for model in models]
     optimizer = lean_adam(critics.parameters(), models[0].lr)
     count = len(models)
-    estimates = torch.full((stream.total_steps, count), math.nan, device=device)
+    estimates = torch.full((stream.settings.total_steps, count), math.nan, device=device)
     true_mi = _true_mi(stream)
     pointwise: list[list[dict[str, float]]] = [[] for _ in models]
     diverged_at: list[int | None] = [None] * count

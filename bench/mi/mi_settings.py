@@ -1,6 +1,6 @@
 """What an MI benchmark run depends on: the estimators, the named critics and data settings, :class:`Setting`.
 
-The ground floor of the ``pdrl.bench.mi*`` modules: it imports none of them, they all import it.
+The ground floor of the ``bench.mi.mi_*`` modules: it imports none of them, they all import it.
 
 Named critics (``--critic``), each with the batch size and learning rate of the code it comes from:
 
@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from pdrl.data.gaussians import MIStaircase
+from pdrl.data.gaussians import MIStaircase, StaircaseSettings
 from pdrl.tasks.mi_estimation import MIEstimation
 
 
@@ -93,27 +93,19 @@ def critic_label(critic: str, hidden_dims: list[int] | tuple[int, ...], embed_di
     return f"joint_{widths}" if critic == "concat" else f"separable_{widths}_e{embed_dim}"
 
 
-@dataclass
-class Setting:
-    """Everything a run depends on besides the estimator.
+@dataclass(frozen=True)
+class Setting(StaircaseSettings):
+    """Everything a run depends on besides the estimator: the data's :class:`StaircaseSettings` (inherited, so
+    a setting is itself the staircase its stream runs) plus the critic and optimiser.
 
     The defaults are the ``separable`` critic above (the SMILE code's: three hidden layers of 256, embed 32,
     batch 64, Adam 5e-4); :meth:`from_preset` builds the others.
     """
 
-    task: str = "gaussian"
     critic: str = "separable"
-    dim: int = 20
-    batch_size: int = 64
     lr: float = 5e-4
     hidden_dims: list[int] = field(default_factory=lambda: [256, 256, 256])
     embed_dim: int = 32
-    mi_levels: list[float] = field(default_factory=lambda: [2.0, 4.0, 6.0, 8.0, 10.0])
-    steps_per_level: int = 4000
-    batch_correlation: float = 0.0
-    batch_correlation_uniform: bool = False
-    heldout_batches: int = 4
-    seed: int = 0
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> Setting:
@@ -143,17 +135,7 @@ class Setting:
         return f"chained {kind} = {self.batch_correlation:g}"
 
     def stream(self) -> MIStaircase:
-        return MIStaircase(
-            dim=self.dim,
-            batch_size=self.batch_size,
-            mi_levels=self.mi_levels,
-            steps_per_level=self.steps_per_level,
-            task=self.task,
-            batch_correlation=self.batch_correlation,
-            batch_correlation_uniform=self.batch_correlation_uniform,
-            heldout_batches=self.heldout_batches,
-            seed=self.seed,
-        )
+        return MIStaircase(self)
 
     def model(self, estimator: Estimator) -> MIEstimation:
         torch.manual_seed(self.seed)

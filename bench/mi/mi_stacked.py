@@ -1,6 +1,6 @@
 """The critics of E estimators (same architecture, own weights) as one batched computation.
 
-Used by the ensemble engine (:func:`pdrl.bench.mi_engines.train_ensemble`): slice e of every stacked
+Used by the ensemble engine (:func:`bench.mi.mi_engines.train_ensemble`): slice e of every stacked
 output equals what ``models[e]`` computes alone, so E estimators train in one set of ``bmm`` calls.
 """
 

@@ -1,1 +1,0 @@
-"""Benchmarks that write measured results: ``python -m pdrl.bench.mi`` (MI estimation)."""
