@@ -169,9 +169,9 @@ class ScoreMatrix:
 class DependencyLoss(nn.Module, abc.ABC):
     """Base class: a training loss, an MI readout and a pointwise log-PD from a score matrix and its layout.
 
-    Subclasses implement ``objective`` (the quantity maximised in training), ``mi_readout`` and
-    ``log_pd``; ``forward`` returns ``-objective``. ``scores_from_log_pd`` is the inverse map of
-    ``log_pd``: it gives the critic output at which the loss is optimal when the true log-PD is known.
+    Subclasses implement ``training_value`` (the value of the training objective, maximised in training),
+    ``mi_readout`` and ``log_pd``; ``forward`` returns ``-training_value``. ``scores_from_log_pd`` is the inverse
+    map of ``log_pd``: it gives the critic output at which the loss is optimal when the true log-PD is known.
     Every method takes an optional ``layout`` (``PairedLayout()`` when None).
 
     The readouts (``mi``, ``mi_readout``, ``log_pd``, ``scores_from_log_pd``) also take the keyword
@@ -193,7 +193,7 @@ class DependencyLoss(nn.Module, abc.ABC):
 
     def forward(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         """Loss to minimise (a scalar): the negative training objective."""
-        return -self.objective(ScoreMatrix(scores, layout))
+        return -self.training_value(ScoreMatrix(scores, layout))
 
     @torch.no_grad()
     def mi(self, scores: torch.Tensor, layout: Layout | None = None, *, n_negatives: int | None = None) -> torch.Tensor:
@@ -206,8 +206,8 @@ class DependencyLoss(nn.Module, abc.ABC):
         return self.mi_readout(ScoreMatrix(scores.detach().double(), layout), n_negatives=n_negatives)
 
     @abc.abstractmethod
-    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
-        """The training objective (to maximise) on the global batch."""
+    def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
+        """The training objective's value, to maximise, on the global batch."""
 
     @abc.abstractmethod
     def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
