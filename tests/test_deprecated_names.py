@@ -1,4 +1,5 @@
-"""Old names that still work, with a DeprecationWarning: a loss's ``objective(matrix)``, now ``training_value``."""
+"""Old names that still work, with a DeprecationWarning: a loss's ``objective(matrix)``, now ``training_value``, and
+``MIEstimation(critic=...)``, now ``critic_name`` (old checkpoints resuming: ``tests/test_resume_checks.py``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import warnings
 import pytest
 import torch
 
+from pdrl.errors import ConfigError
+from pdrl.heads import ConcatCritic
 from pdrl.losses import OBJECTIVES, CPCLoss, DependencyLoss, NWJLoss, ScoreMatrix
 from pdrl.losses.locations import LocationScoreMatrix, location_losses
+from pdrl.tasks.mi_estimation import MIEstimation
 
 
 def scores(n: int = 5) -> torch.Tensor:
@@ -99,3 +103,17 @@ def test_importing_the_losses_raises_no_deprecation_warning() -> None:
         "import pdrl.losses, pdrl.losses.locations"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_mi_task_takes_the_old_critic_keyword_with_a_warning() -> None:
+    with pytest.warns(DeprecationWarning, match=r"MIEstimation\(critic='concat'\) is deprecated.*critic_name"):
+        model = MIEstimation(critic="concat", hidden_dims=[4])
+    assert isinstance(model.head, ConcatCritic)
+    assert model.hparams.critic_name == "concat" and "critic" not in model.hparams, "checkpoints get the new name"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert isinstance(MIEstimation(critic_name="concat", hidden_dims=[4]).head, ConcatCritic)
+    with pytest.warns(DeprecationWarning), pytest.raises(ConfigError, match="give critic_name only"):
+        MIEstimation(critic="separable", critic_name="concat")
+    with pytest.raises(TypeError, match="unexpected keyword arguments \\['critics'\\]"):
+        MIEstimation(critics="concat")
