@@ -134,7 +134,7 @@ def test_bad_location_input_raises_clear_errors() -> None:
 
 def test_an_objective_that_reduces_over_locations_is_reported() -> None:
     class Flattening(CPCLoss):
-        def objective(self, matrix):  # noqa: ANN001 - a deliberately wrong objective
+        def training_value(self, matrix):  # noqa: ANN001 - a deliberately wrong objective
             return matrix.scores.mean()
 
     scores, groups = stacked_scores()

@@ -34,7 +34,7 @@ def test_named_critics_are_the_reference_architectures():
     assert linear_widths(shallow.encoder_x) == [256, 256, 32]
     joint = Setting.from_preset("joint")
     assert (joint.critic, joint.hidden_dims, joint.batch_size, joint.lr) == ("concat", [512, 512], 128, 1e-3)
-    assert Setting().critic_name == "separable"
+    assert Setting().critic_label == "separable"
     assert critic_label("separable", [256, 256], 32) == "separable_2h"  # old runs are labelled by architecture
     assert critic_label("concat", [128, 128], 32) == "joint_128-128"
 

@@ -151,7 +151,7 @@ def test_throughput_measures_three_loops_interleaved(tmp_path):
 
 def test_bad_input_raises_one_clear_error(tmp_path):
     with pytest.raises(ValueError, match="critic"):
-        MIEstimation(critic="bilinear")
+        MIEstimation(critic_name="bilinear")
     with pytest.raises(ValueError, match="Unknown objective"):
         MIEstimation(objective="nce")
     with pytest.raises(SystemExit, match="Unknown estimator"):

@@ -110,7 +110,7 @@ def save_run(
         "estimator": estimator,
         **ESTIMATORS[estimator]._asdict(),
         "setting": asdict(setting),
-        "critic_name": setting.critic_name,
+        "critic_name": setting.critic_label,
         "engine": engine,
         "device": device,
         "threads": torch.get_num_threads(),

@@ -124,7 +124,11 @@ class Setting(StaircaseSettings):
         return cls(**values)
 
     @property
-    def critic_name(self) -> str:
+    def critic_label(self) -> str:
+        """The critic's name in run names and tables (``joint``, ``separable_2h``...), read from its architecture.
+
+        ``critic`` itself is the architecture kind, ``MIEstimation(critic_name=...)``: ``"separable"`` or ``"concat"``.
+        """
         return critic_label(self.critic, self.hidden_dims, self.embed_dim)
 
     @property
@@ -142,7 +146,7 @@ class Setting(StaircaseSettings):
         return MIEstimation(
             objective=estimator.objective,
             objective_args=estimator.objective_args,
-            critic=self.critic,
+            critic_name=self.critic,
             dim=self.dim,
             hidden_dims=self.hidden_dims,
             embed_dim=self.embed_dim,
@@ -153,7 +157,7 @@ class Setting(StaircaseSettings):
 
 def run_name(setting: Setting, estimator: str) -> str:
     """``<task>__<critic>__<estimator>__s<seed>``, plus ``__c<c>`` when the batch is chained."""
-    name = f"{setting.task}__{setting.critic_name}__{estimator}__s{setting.seed}"
+    name = f"{setting.task}__{setting.critic_label}__{estimator}__s{setting.seed}"
     if setting.batch_correlation:
         name += f"__c{setting.batch_correlation:g}{'u' if setting.batch_correlation_uniform else ''}"
     return name

@@ -126,7 +126,7 @@ class StackedConcatCritics(nn.Module):
 
 def stack_critics(models: list[MIEstimation]) -> nn.Module:
     """The stacked critics of ``models``, which must share one critic architecture."""
-    kinds = {model.hparams.critic for model in models}
+    kinds = {model.hparams.critic_name for model in models}
     shapes = {(tuple(model.hparams.hidden_dims), model.hparams.embed_dim) for model in models}
     if len(kinds) != 1 or len(shapes) != 1:
         raise ValueError(

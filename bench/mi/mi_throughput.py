@@ -92,7 +92,7 @@ def run_throughput(path: Path, estimator: str, setting: Setting, rounds: int, co
         f"Machine: {machine_description('cpu')}; torch threads: {torch.get_num_threads()}; one process, "
         f"{rounds} interleaved rounds of {steps} steps per loop (order rotated every round).",
         f"Command: `{command}`",
-        f"Model and data: `{estimator}` on the {setting.task} task, {setting.critic_name} critic "
+        f"Model and data: `{estimator}` on the {setting.task} task, {setting.critic_label} critic "
         f"(hidden {setting.hidden_dims}), batch {setting.batch_size}. Plain: the reference code's step "
         "(randn batch, forward, backward, Adam, `.item()` of the estimate). Lean: pdrl's benchmark loop on its "
         "data stream. Lightning: the same module on a `Trainer`, steady state (its first tenth of the steps and "

@@ -19,6 +19,8 @@ from __future__ import annotations
 import abc
 import math
 import numbers
+import warnings
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -37,6 +39,26 @@ def exp_linear_above(z: torch.Tensor, limit: float = 10.0) -> torch.Tensor:
     terms concerned are ~1 at the optimum (E_Q[r] = 1): only a diverging critic reaches the linear part.
     """
     return torch.exp(z.clamp(max=limit)) * (1.0 + torch.relu(z - limit))
+
+
+def _objective_alias(training_value: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """A deprecated ``objective(matrix)`` that warns and calls ``training_value``, the one of its own class.
+
+    Bound to the class's own ``training_value`` (not ``self.training_value``), so that ``super().objective(matrix)``
+    in an old subclass still reaches its parent's value rather than the subclass's own again.
+    """
+
+    def objective(self: DependencyLoss, matrix: ScoreMatrix) -> torch.Tensor:
+        """Deprecated: renamed ``training_value(matrix)``, which this calls."""
+        warnings.warn(
+            f"{type(self).__name__}.objective(matrix) is deprecated: it was renamed training_value(matrix), "
+            "the training objective's value (the task's `objective` is the loss module itself).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return training_value(self, matrix)
+
+    return objective
 
 
 def trained_negatives(shape: tuple[int, ...], layout: Layout | None, n_negatives: int | None) -> int:
@@ -169,9 +191,9 @@ class ScoreMatrix:
 class DependencyLoss(nn.Module, abc.ABC):
     """Base class: a training loss, an MI readout and a pointwise log-PD from a score matrix and its layout.
 
-    Subclasses implement ``objective`` (the quantity maximised in training), ``mi_readout`` and
-    ``log_pd``; ``forward`` returns ``-objective``. ``scores_from_log_pd`` is the inverse map of
-    ``log_pd``: it gives the critic output at which the loss is optimal when the true log-PD is known.
+    Subclasses implement ``training_value`` (the value of the training objective, maximised in training),
+    ``mi_readout`` and ``log_pd``; ``forward`` returns ``-training_value``. ``scores_from_log_pd`` is the inverse
+    map of ``log_pd``: it gives the critic output at which the loss is optimal when the true log-PD is known.
     Every method takes an optional ``layout`` (``PairedLayout()`` when None).
 
     The readouts (``mi``, ``mi_readout``, ``log_pd``, ``scores_from_log_pd``) also take the keyword
@@ -191,9 +213,31 @@ class DependencyLoss(nn.Module, abc.ABC):
         mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
     """
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """Give every subclass a deprecated ``objective`` alias; adopt an old subclass's ``objective`` as its value.
+
+        ``training_value`` used to be called ``objective``. A subclass that defines ``objective(self, matrix)`` and
+        not ``training_value`` still works: its ``objective`` becomes its ``training_value``, with a
+        ``DeprecationWarning`` here, at class creation. Calling ``objective(matrix)`` on any loss warns and calls
+        ``training_value``.
+        """
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        if "objective" in own and "training_value" not in own:
+            warnings.warn(
+                f"{cls.__module__}.{cls.__qualname__} defines objective(self, matrix), which pdrl renamed "
+                "training_value(self, matrix): rename the method (it is used as training_value until then).",
+                DeprecationWarning,
+                stacklevel=3,  # past ABCMeta.__new__, to the class statement
+            )
+            cls.training_value = own["objective"]
+            cls.objective = _objective_alias(own["objective"])
+        elif "training_value" in own and "objective" not in own:
+            cls.objective = _objective_alias(own["training_value"])
+
     def forward(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         """Loss to minimise (a scalar): the negative training objective."""
-        return -self.objective(ScoreMatrix(scores, layout))
+        return -self.training_value(ScoreMatrix(scores, layout))
 
     @torch.no_grad()
     def mi(self, scores: torch.Tensor, layout: Layout | None = None, *, n_negatives: int | None = None) -> torch.Tensor:
@@ -206,8 +250,10 @@ class DependencyLoss(nn.Module, abc.ABC):
         return self.mi_readout(ScoreMatrix(scores.detach().double(), layout), n_negatives=n_negatives)
 
     @abc.abstractmethod
-    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
-        """The training objective (to maximise) on the global batch."""
+    def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
+        """The training objective's value, to maximise, on the global batch."""
+
+    objective = _objective_alias(training_value)  # deprecated name of training_value
 
     @abc.abstractmethod
     def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:

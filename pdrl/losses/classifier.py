@@ -48,7 +48,7 @@ class PCCLoss(DependencyLoss):
             raise ConfigError(f"PCCLoss(balanced=...) must be True or False, got {balanced!r}.")
         self.balanced = balanced
 
-    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
         joint_term = F.softplus(-matrix.joint)
         marginal_term = F.softplus(matrix.scores)
         if self.balanced:

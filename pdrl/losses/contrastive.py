@@ -57,14 +57,14 @@ class CPCLoss(DependencyLoss):
         matrix = ScoreMatrix(scores, layout)
         if self.cross_entropy:
             return -self._mean_log_softmax(matrix)
-        return -self.objective(matrix)
+        return -self.training_value(matrix)
 
     @staticmethod
     def _mean_log_softmax(matrix: ScoreMatrix) -> torch.Tensor:
         return matrix.joint_mean(matrix.joint - matrix.row_logsumexp(matrix.scores))
 
-    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
         return math.log(matrix.n_candidates) + self._mean_log_softmax(matrix)
 
     def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
-        return self.objective(matrix)
+        return self.training_value(matrix)

@@ -24,7 +24,7 @@ class DensityMatchingLagrangianLoss(DependencyLoss):
         criterion = DensityMatchingLagrangianLoss()  # used as every DependencyLoss: see its docstring
     """
 
-    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
         return nwj_value(matrix, shift=0.0)
 
     def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
@@ -61,7 +61,7 @@ class DensityMatchingPenaltyLoss(DependencyLoss):
         """The optimal critic's height above the log-PD, 1/(2 eta)."""
         return 0.5 / self.eta
 
-    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
         return matrix.joint_mean(matrix.joint) - self.eta * matrix.marginal_logmeanexp(matrix.scores).square()
 
     def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:

@@ -6,8 +6,8 @@ for the 1->5, 1->7 and 5->5 pairings in both directions). ``LocationScoreMatrix`
 whose means run over rows and columns only, so an objective written for one matrix returns a vector of K
 values, one per location, from a single call::
 
-    objective.objective(LocationScoreMatrix(scores, groups, layout))[k]
-        == objective.objective(ScoreMatrix(scores[:, :, k], layout))
+    objective.training_value(LocationScoreMatrix(scores, groups, layout))[k]
+        == objective.training_value(ScoreMatrix(scores[:, :, k], layout))
 
 (``tests/test_location_losses.py`` checks it, value and gradient, for every registered objective and every
 layout). The layout (``pdrl.losses.layouts``, ``PairedLayout()`` by default, as in the deep task) places the
@@ -77,10 +77,11 @@ def location_losses(
     objective: torch.nn.Module, scores: torch.Tensor, groups: torch.Tensor, layout: Layout | None = None
 ) -> torch.Tensor:
     """The loss of every location score matrix of ``(n, m, K)`` scores in one call: ``(K,)``."""
-    values = -objective.objective(LocationScoreMatrix(scores, groups, layout))
+    values = -objective.training_value(LocationScoreMatrix(scores, groups, layout))
     if values.shape != (scores.shape[2],):
         raise TypeError(
-            f"{type(objective).__name__}.objective reduced over the location axis (gave shape {tuple(values.shape)}); "
+            f"{type(objective).__name__}.training_value reduced over the location axis "
+            f"(gave shape {tuple(values.shape)}); "
             "it must take its means through the ScoreMatrix methods to be evaluated on stacked locations."
         )
     return values
@@ -104,9 +105,9 @@ class PooledCPCLoss(CPCLoss):
     m - 1 the layout's marginal candidates per row; the MI readout is the same quantity.
     """
 
-    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
         if not isinstance(matrix, LocationScoreMatrix):
-            return super().objective(matrix)
+            return super().training_value(matrix)
         negatives = matrix.scores.masked_fill(~matrix.marginal_mask, -math.inf)
         pooled = matrix.group_logsumexp(torch.logsumexp(negatives, dim=1))  # (n, G)
         per_positive = matrix.joint - torch.logaddexp(matrix.joint, pooled[:, matrix.groups])

@@ -50,7 +50,7 @@ class MICELoss(DependencyLoss):
             )
         self.form, self.partition_gradient = form, partition_gradient
 
-    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
         blocked = self.partition_gradient == "blocked"
         if self.form == "nwj":
             return nwj_value(matrix, block_partition_gradient=blocked)

@@ -54,7 +54,7 @@ class DRFCLoss(DependencyLoss):
             raise ConfigError(f"DRFCLoss(readout={readout!r}) is unknown: choose one of {READOUTS}.")
         self.alpha, self.eps, self.readout = float(alpha), float(eps), readout
 
-    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
         joint, scores = matrix.joint, matrix.scores
         joint_term = joint - 0.5 * self.alpha * joint.square()
         return matrix.joint_mean(joint_term) - 0.5 * (1.0 - self.alpha) * matrix.marginal_mean(scores.square())

@@ -57,7 +57,7 @@ class NWJLoss(DependencyLoss):
         criterion = NWJLoss()  # used as every DependencyLoss: see its docstring
     """
 
-    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
         return nwj_value(matrix)
 
     def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
@@ -85,7 +85,7 @@ class JSLoss(DependencyLoss):
         criterion = JSLoss()  # used as every DependencyLoss: see its docstring
     """
 
-    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
         return js_objective(matrix)
 
     def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
@@ -102,7 +102,7 @@ class DVLoss(DependencyLoss):
         criterion = DVLoss()  # used as every DependencyLoss: see its docstring
     """
 
-    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
         return dv_value(matrix)
 
     def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
@@ -135,7 +135,7 @@ class MINELoss(DVLoss):
         self.momentum = float(momentum)
         self.register_buffer("log_ema", torch.tensor(math.nan))
 
-    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
         log_partition = matrix.marginal_logmeanexp(matrix.scores)
         if not (self.training and torch.is_grad_enabled()):
             return dv_value(matrix, log_partition)
@@ -173,7 +173,7 @@ class SMILELoss(DependencyLoss):
             raise ConfigError(f"SMILELoss(tau={tau}) is out of range: tau must be > 0 (e.g. 1.0, 5.0 or inf).")
         self.tau = float(tau)
 
-    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
         return js_objective(matrix)
 
     def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
@@ -190,7 +190,7 @@ class VariationalBoundLoss(DependencyLoss):
         criterion = VariationalBoundLoss()  # used as every DependencyLoss: see its docstring
     """
 
-    def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+    def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
         return js_objective(matrix)
 
     def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:

@@ -8,6 +8,7 @@ every stage, the point-wise error of ``objective.log_pd`` against the closed for
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -23,12 +24,16 @@ from pdrl.nets.mlp import MLP
 from pdrl.tasks.names import ObjectiveName
 
 CRITICS = ("separable", "concat")
+# Arguments renamed since checkpoints were first written: old name -> new name. An old checkpoint's hyperparameters
+# still load (``MIEstimation(critic=...)`` warns and maps), and ``pdrl.checkpointing.check_resume`` reads an old
+# run config under the new names, so ``--ckpt_path`` resumes it without reporting a change.
+RENAMED_ARGUMENTS = {"critic": "critic_name"}
 
 
 class MIEstimation(LightningModule):
     """A critic and an objective trained on a stream of joint pairs.
 
-    Critics:
+    Critics (``critic_name``; the representation tasks take a critic module, ``critic``, instead):
 
     - ``"separable"``: two MLPs ``dim -> hidden_dims -> embed_dim`` and an inner product (SMILE code's
       default: hidden (256, 256, 256), i.e. three hidden layers, embed 32; the MICE paper states two).
@@ -39,7 +44,8 @@ class MIEstimation(LightningModule):
     Args:
         objective: registry name of the estimator (``pdrl.losses.build_objective``).
         objective_args: its keyword arguments, e.g. ``{balanced: false}`` for the imbalanced PC.
-        critic: ``"separable"`` or ``"concat"``.
+        critic_name: ``"separable"`` or ``"concat"``. The old keyword ``critic=`` (in checkpoints written before
+            the rename) is still accepted, with a ``DeprecationWarning``.
         dim: dimension of x and y.
         hidden_dims: hidden widths of the critic's MLPs.
         embed_dim: embedding size of the separable critic.
@@ -47,26 +53,30 @@ class MIEstimation(LightningModule):
         lr: Adam learning rate (PD code 1e-3 at batch 128; SMILE code 5e-4 at batch 64).
     """
 
+    RENAMED_ARGUMENTS = RENAMED_ARGUMENTS  # read by pdrl.checkpointing.check_resume
+
     def __init__(
         self,
         objective: ObjectiveName = "pcc",
         objective_args: dict[str, Any] | None = None,
-        critic: str = "separable",
+        critic_name: str = "separable",
         dim: int = 20,
         hidden_dims: Sequence[int] = (256, 256, 256),
         embed_dim: int = 32,
         spectral_norm: str = "none",
         lr: float = 5e-4,
+        **renamed: Any,
     ) -> None:
         super().__init__()
-        if critic not in CRITICS:
-            raise ConfigError(f"MIEstimation(critic={critic!r}) is unknown: choose one of {CRITICS}.")
+        critic_name = _take_renamed(renamed, critic_name)
+        if critic_name not in CRITICS:
+            raise ConfigError(f"MIEstimation(critic_name={critic_name!r}) is unknown: choose one of {CRITICS}.")
         if not lr > 0:
             raise ConfigError(f"MIEstimation(lr={lr}) must be > 0, e.g. 5e-4.")
         self.save_hyperparameters()
         self.objective = build_objective(objective, **(objective_args or {}))
         hidden_dims = list(hidden_dims)
-        if critic == "separable":
+        if critic_name == "separable":
             self.encoder_x: nn.Module = MLP(dim, hidden_dims, embed_dim, spectral_norm=spectral_norm)
             self.encoder_y: nn.Module = MLP(dim, hidden_dims, embed_dim, spectral_norm=spectral_norm)
             self.head: nn.Module = SeparableCritic()
@@ -115,6 +125,31 @@ class MIEstimation(LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return lean_adam(self.parameters(), self.lr)
+
+
+def _take_renamed(renamed: dict[str, Any], critic_name: str) -> str:
+    """Empty ``renamed`` (the keywords beyond the signature) and return ``critic_name``, from the old ``critic=``.
+
+    Only the names of ``RENAMED_ARGUMENTS`` are accepted (any other is a ``TypeError``, as without ``**``); the dict
+    is emptied so that ``save_hyperparameters`` stores the new names only.
+    """
+    unknown = sorted(set(renamed) - set(RENAMED_ARGUMENTS))
+    if unknown:
+        raise TypeError(f"MIEstimation() got unexpected keyword arguments {unknown}.")
+    if "critic" in renamed:
+        critic = renamed.pop("critic")
+        warnings.warn(
+            f"MIEstimation(critic={critic!r}) is deprecated: the argument is now critic_name (config key "
+            "model.init_args.critic_name), the name of the critic's architecture.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        if critic_name not in ("separable", critic):  # critic_name given too, and not the default: they conflict
+            raise ConfigError(
+                f"MIEstimation got critic={critic!r} and critic_name={critic_name!r}: give critic_name only."
+            )
+        critic_name = critic
+    return critic_name
 
 
 def lean_adam(parameters: Iterable[nn.Parameter], lr: float) -> torch.optim.Adam:
