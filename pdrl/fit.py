@@ -32,6 +32,7 @@ probe curve, the feature projection and the MI staircase are drawn by ``pdrl.cal
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import warnings
@@ -39,14 +40,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import DefaultHelpFormatter
+from jsonargparse import ArgumentError, DefaultHelpFormatter
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
-from pdrl import checkpointing, wandb_setup
+from pdrl import checkpointing, tasks, wandb_setup
 from pdrl.callbacks.checkpoint_state import RandomState, RunConfig, WandbRunId
 from pdrl.callbacks.figures import default_figure_callbacks
 from pdrl.callbacks.finite_guard import FiniteGuard
@@ -65,12 +66,15 @@ def shipped_configs() -> list[str]:
 
 
 def resolve_config(value: str) -> str:
-    """A ``--config`` value as a path: an existing file as given, else the shipped config of that name."""
+    """A ``--config`` value as a path: an existing file as given, else the shipped config of that name (the
+    ``.yaml`` may be left out)."""
     path = Path(value).expanduser()
     if path.is_file():
         return value
-    if path.parent in (Path("."), Path("configs")) and (SHIPPED_CONFIGS / path.name).is_file():
-        return str(SHIPPED_CONFIGS / path.name)
+    if path.parent in (Path("."), Path("configs")):
+        for name in (path.name, f"{path.name}.yaml"):  # `shallow_cifar.yaml` or `shallow_cifar`
+            if (SHIPPED_CONFIGS / name).is_file():
+                return str(SHIPPED_CONFIGS / name)
     raise ConfigError(
         f"Config {value} does not exist, neither as a file nor as a shipped config: give the path of a YAML file "
         f"or one of the shipped names: {', '.join(shipped_configs())}."
@@ -276,7 +280,26 @@ def main(args: list[str] | None = None) -> PdrlCLI:
     else:
         args = resolve_config_args(list(args))
     offline = wandb_setup.choose_wandb_mode()
-    cli = PdrlCLI(
+    try:
+        cli = _build_cli(args, offline)
+    except ArgumentError as error:
+        raise ArgumentError(None, with_renamed_keys(str(error))) from None
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    return cli
+
+
+def with_renamed_keys(message: str) -> str:
+    """``message`` with the new name of every key it rejects that a task renamed (their ``RENAMED_ARGUMENTS``)."""
+    classes = [getattr(tasks, name) for name in tasks.__all__]
+    renamed = {old: new for task in classes for old, new in getattr(task, "RENAMED_ARGUMENTS", {}).items()}
+    for old in re.findall(r"Option '(\w+)' is not accepted", message):
+        if old in renamed:
+            message += f"\n('{old}' was renamed to '{renamed[old]}': use that key in your config.)"
+    return message
+
+
+def _build_cli(args: list[str] | None, offline: bool) -> PdrlCLI:
+    return PdrlCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
@@ -292,8 +315,6 @@ def main(args: list[str] | None = None) -> PdrlCLI:
         run=False,
         args=args,
     )
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
-    return cli
 
 
 if __name__ == "__main__":

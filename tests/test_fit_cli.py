@@ -20,6 +20,7 @@ def test_bare_and_configs_names_resolve_to_the_shipped_file(tmp_path: Path, monk
     shipped = str(SHIPPED_CONFIGS / "shallow_cifar.yaml")
     assert resolve_config_args(["--config", "shallow_cifar.yaml"]) == ["--config", shipped]
     assert resolve_config_args(["-c", "configs/shallow_cifar.yaml"]) == ["-c", shipped]
+    assert resolve_config_args(["--config", "shallow_cifar"]) == ["--config", shipped]  # the .yaml left out
     resolved = resolve_config_args(["--config=shallow_cifar.yaml", "--model.lr", "1"])
     assert resolved == [f"--config={shipped}", "--model.lr", "1"]
     (tmp_path / "shallow_cifar.yaml").write_text("seed_everything: 1\n")
@@ -77,3 +78,11 @@ def test_model_help_lists_pdrl_modules_and_still_takes_any_torch_module(capsys: 
         main(config)
     assert printed.value.code == 0
     assert "class_path: torch.nn.Identity" in capsys.readouterr().out
+
+
+def test_a_renamed_config_key_names_its_new_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    old = tmp_path / "old.yaml"
+    old.write_text("model:\n  init_args:\n    critic: separable\n")
+    assert run_command(main, ["--config", "mi_gaussian", "--config", str(old), "--print_config"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "'critic' is not accepted" in error and "renamed to 'critic_name'" in error, error
