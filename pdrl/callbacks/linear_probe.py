@@ -26,11 +26,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from pytorch_lightning import Callback, LightningModule, Trainer
-from pytorch_lightning.loggers import WandbLogger
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from pdrl import distributed
 from pdrl.errors import ConfigError
+from pdrl.wandb_setup import wandb_loggers
 
 CONSTANT_TOLERANCE = 1e-6
 SOLVERS = ("lbfgs", "saga")
@@ -303,7 +303,6 @@ class LinearProbe(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._evaluated_now(trainer):
             self.evaluate(trainer, pl_module)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and self.history:
-                rows = [[entry["step"], entry["accuracy"]] for entry in self.history]
-                logger.log_table(key="probe/accuracy_curve", columns=["step", "accuracy"], data=rows)
+        rows = [[entry["step"], entry["accuracy"]] for entry in self.history]
+        for logger in wandb_loggers(trainer, include_disabled=True) if rows else []:
+            logger.log_table(key="probe/accuracy_curve", columns=["step", "accuracy"], data=rows)
