@@ -89,15 +89,24 @@ def write_report(out: Path, window: int = 1000, use_wandb: bool = False) -> list
         "",
     ]
     lines += findings(aggregated, runs)
-    lines += ["## Runs", "", "| run | critic | seed | steps | wall time (s) | steps/s | engine | diverged at step |"]
-    lines.append("|---|---|---|---|---|---|---|---|")
+    header = "| run | critic | seed | steps | wall time (s) | steps/s | load average at end (1/5/15 min) | engine | "
+    lines += ["## Runs", "", header + "diverged at step |", "|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         diverged = run.get("diverged_at_step")
+        load = "/".join(f"{value:.1f}" for value in run["load_average_at_end"]) if "load_average_at_end" in run else "-"
         lines.append(
             f"| {run['setting']['task']} {run['estimator']} | {run['critic_name']} | {run['seed']} | {run['steps']} | "
-            f"{run['wall_s']} | {run['steps_per_s']} | {run['engine']} | {'-' if diverged is None else diverged} |"
+            f"{run['wall_s']} | {run['steps_per_s']} | {load} | {run['engine']} | "
+            f"{'-' if diverged is None else diverged} |"
         )
-    lines += ["", "Wall time of an ensemble run is that of the whole ensemble (all its estimators together).", ""]
+    lines += [
+        "",
+        "Wall time of an ensemble run is that of the whole ensemble (all its estimators together). A load average "
+        "above the run's torch threads means the CPU was shared and its timings are not speed figures. Load '-': "
+        "not recorded (runs made before the benchmark recorded it); the wall times of those runs are records, not "
+        "speed measurements.",
+        "",
+    ]
     machines = sorted({f"{run['machine']} (torch threads: {run['threads']})" for run in runs})
     lines += ["Machines:", "", *[f"- {value}" for value in machines], ""]
     lines += ["Commands (each reruns its runs with the engine that made them):", ""]

@@ -118,6 +118,7 @@ def save_run(
         "command": command,
         "steps": int(len(result.estimates)),
         "wall_s": round(result.wall_s, 2),
+        "load_average_at_end": [round(value, 2) for value in os.getloadavg()],  # 1, 5, 15 min: was the CPU shared?
         "steps_per_s": round(len(result.estimates) / result.wall_s, 1),
         "diverged_at_step": result.diverged_at,
         "pointwise": result.pointwise,
