@@ -283,7 +283,10 @@ def main(args: list[str] | None = None) -> PdrlCLI:
     try:
         cli = _build_cli(args, offline)
     except ArgumentError as error:
-        raise ArgumentError(None, with_renamed_keys(str(error))) from None
+        message = with_renamed_keys(str(error))
+        if message == str(error):
+            raise
+        raise ArgumentError(None, message) from None
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
     return cli
 
