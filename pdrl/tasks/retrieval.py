@@ -26,11 +26,9 @@ from torchmetrics import MeanMetric
 
 from pdrl.errors import ConfigError
 from pdrl.heads import SeparableCritic
-from pdrl.losses import PairedLayout, build_objective
+from pdrl.losses import build_objective
 from pdrl.nets.mlp import MLP
 from pdrl.tasks.names import ObjectiveName
-
-PAIRED = PairedLayout()  # the layout of the training score matrix (the objective's default)
 
 
 class CrossModalRetrieval(LightningModule):
@@ -117,7 +115,7 @@ class CrossModalRetrieval(LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         audio, text = batch
         scores = self.critic(self.audio_encoder(audio), self.text_encoder(text))
-        self.training_negatives.fill_(PAIRED.n_negatives(*scores.shape))  # the count of the layout the loss uses
+        self.training_negatives.fill_(scores.shape[1] - 1)  # paired (the loss checks the shape): m - 1 per row
         loss = self.objective(scores)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/mi", self.objective.mi(scores))
