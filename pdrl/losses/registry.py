@@ -37,13 +37,16 @@ def build_objective(name: str, **kwargs: Any) -> DependencyLoss:
     """Instantiate the objective registered as ``name`` with its keyword arguments.
 
     Raises:
-        ValueError: for an unknown name (listing the valid ones) or an argument the objective does not take.
+        ConfigError: for an unknown name (listing the valid ones) or an argument the objective does not take
+            (listing the ones it does take).
     """
     key = name.lower() if isinstance(name, str) else name
     if key not in OBJECTIVES:
         raise ConfigError(f"Unknown objective {name!r}: choose one of {', '.join(sorted(OBJECTIVES))}.")
     cls = OBJECTIVES[key]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    # an objective without an __init__ of its own inherits nn.Module's (*args, **kwargs): it takes no arguments
+    accepted = {p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind in named} - {"self"}
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise ConfigError(
