@@ -38,7 +38,8 @@ def exp_linear_above(z: torch.Tensor, limit: float = 10.0) -> torch.Tensor:
     e^10 ~ 2.2e4, so the gradient flowing back into float16 scores stays inside float16's range. The
     terms concerned are ~1 at the optimum (E_Q[r] = 1): only a diverging critic reaches the linear part.
     """
-    return torch.exp(z.clamp(max=limit)) * (1.0 + torch.relu(z - limit))
+    # where, not clamp: clamp passes no gradient at z == limit, where the slope is e^limit from both sides
+    return torch.exp(torch.where(z > limit, limit, z)) * (1.0 + torch.relu(z - limit))
 
 
 def _objective_alias(training_value: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
