@@ -24,7 +24,7 @@ tests=(tests/test_losses.py tests/test_losses_numerics.py tests/test_readouts_ex
        tests/test_layouts.py tests/test_linear_probe.py tests/test_mutations.py tests/test_variational_values.py
        tests/test_readout_negatives.py tests/test_linear_probe_hooks.py tests/test_deprecated_names.py
        tests/test_loss_registry.py tests/test_score_matrix.py
-       tests/test_location_losses_contracts.py tests/test_ratio_fitting_values.py)
+       tests/test_location_losses_contracts.py tests/test_ratio_fitting_values.py tests/test_layouts_ranks.py)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/pdrl-mutation.XXXXXX")
 if [ "${MUTATION_KEEP:-0}" != 1 ]; then trap 'rm -rf "$work"' EXIT; fi
