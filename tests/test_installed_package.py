@@ -17,7 +17,13 @@ from tests.tiny_run import REPO
 def test_bare_config_name_works_after_a_non_editable_install(tmp_path: Path) -> None:
     target, elsewhere, source = tmp_path / "site", tmp_path / "elsewhere", tmp_path / "source"
     elsewhere.mkdir()
-    outputs = shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", "runs", "data", "wandb", ".*cache")
+    anywhere = shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", ".*cache")
+
+    def outputs(folder: str, names: list[str]) -> set[str]:
+        # run outputs only at the top: a name like "data" is also a package (pdrl/data), which the wheel must hold
+        top_level = {"runs", "data", "wandb"} & set(names) if Path(folder) == REPO else set()
+        return anywhere(folder, names) | top_level
+
     shutil.copytree(REPO, source, symlinks=True, ignore=outputs)  # pip builds in the tree: not in this checkout
     install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index"]
     build = subprocess.run(
@@ -25,6 +31,7 @@ def test_bare_config_name_works_after_a_non_editable_install(tmp_path: Path) -> 
     )
     assert build.returncode == 0, build.stderr[-3000:]
     assert not (target / "pdrl" / "configs").is_symlink()  # the wheel holds the files themselves
+    assert (target / "pdrl" / "data" / "augment.py").is_file()  # every subpackage, pdrl/data included
     env = {**os.environ, "PYTHONPATH": str(target), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     shown = subprocess.run(
         [sys.executable, "-c", "import pdrl; print(pdrl.__file__)"],
