@@ -3,30 +3,18 @@ size of pdrl.distributed simulated; exact error messages and reprs; the device a
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 
-from pdrl import distributed
 from pdrl.errors import ConfigError
 from pdrl.losses import PairedLayout, QueueLayout, TwoViewLayout
+from tests.messages import exactly
+from tests.simulated_ranks import as_rank
 
 # (rank, world size); world 3 tells ``+ offset`` from ``- offset`` where indexing wraps modulo the columns
 RANKS = [(0, 2), (1, 2), (1, 3), (2, 3)]
 N = 4  # local rows
 K = 3  # queued keys
-
-
-def simulate(monkeypatch: pytest.MonkeyPatch, rank: int, world: int) -> None:
-    """Make pdrl.distributed report ``rank`` of ``world`` ranks."""
-    monkeypatch.setattr(distributed, "is_distributed", lambda: world > 1)
-    monkeypatch.setattr(distributed, "world_size", lambda: world)
-    monkeypatch.setattr(distributed, "rank", lambda: rank)
-
-
-def exactly(message: str) -> str:
-    return "^" + re.escape(message) + "$"
 
 
 def assert_columns(columns: torch.Tensor, expected: list[int]) -> None:
@@ -66,7 +54,7 @@ def queue_message(shape: tuple[int, int], world: int) -> str:
 
 @pytest.mark.parametrize(("rank", "world"), RANKS)
 def test_paired_gathered_positives_sit_in_this_ranks_block(monkeypatch, rank: int, world: int) -> None:
-    simulate(monkeypatch, rank, world)
+    as_rank(monkeypatch, rank, world)
     layout = PairedLayout()
     placement = layout.place(N, world * N)
     assert_columns(placement.positive_columns, [rank * N + i for i in range(N)])
@@ -77,7 +65,7 @@ def test_paired_gathered_positives_sit_in_this_ranks_block(monkeypatch, rank: in
 
 @pytest.mark.parametrize(("rank", "world"), [(0, 1), (1, 2), (2, 3)])
 def test_paired_local_matrix_is_the_diagonal_on_any_rank(monkeypatch, rank: int, world: int) -> None:
-    simulate(monkeypatch, rank, world)
+    as_rank(monkeypatch, rank, world)
     placement = PairedLayout().place(N, N)
     assert_columns(placement.positive_columns, list(range(N)))
     assert placement.excluded is None
@@ -87,7 +75,7 @@ def test_paired_local_matrix_is_the_diagonal_on_any_rank(monkeypatch, rank: int,
 def test_paired_rejects_other_shapes_with_the_exact_message(monkeypatch) -> None:
     with pytest.raises(ValueError, match=exactly(paired_message((4, 8), 1))):
         PairedLayout().place(4, 8)
-    simulate(monkeypatch, 1, 2)
+    as_rank(monkeypatch, 1, 2)
     for n_cols in (3, 5, 12):  # neither local (4) nor gathered from 2 ranks (8)
         with pytest.raises(ValueError, match=exactly(paired_message((4, n_cols), 2))):
             PairedLayout().place(4, n_cols)
@@ -95,7 +83,7 @@ def test_paired_rejects_other_shapes_with_the_exact_message(monkeypatch) -> None
 
 @pytest.mark.parametrize(("rank", "world"), RANKS)
 def test_two_view_gathered_pairs_the_views_in_this_ranks_block(monkeypatch, rank: int, world: int) -> None:
-    simulate(monkeypatch, rank, world)
+    as_rank(monkeypatch, rank, world)
     n_rows, n_cols = 2 * N, world * 2 * N
     offset = rank * n_rows
     placement = TwoViewLayout().place(n_rows, n_cols)
@@ -108,7 +96,7 @@ def test_two_view_gathered_pairs_the_views_in_this_ranks_block(monkeypatch, rank
 
 @pytest.mark.parametrize(("rank", "world"), [(0, 1), (1, 2)])
 def test_two_view_local_matrix_ignores_the_rank(monkeypatch, rank: int, world: int) -> None:
-    simulate(monkeypatch, rank, world)
+    as_rank(monkeypatch, rank, world)
     placement = TwoViewLayout().place(6, 6)
     assert_columns(placement.positive_columns, [3, 4, 5, 0, 1, 2])
     assert torch.equal(placement.excluded, torch.eye(6, dtype=torch.bool))
@@ -119,7 +107,7 @@ def test_two_view_rejects_other_shapes_with_the_exact_message(monkeypatch) -> No
     for shape in ((3, 3), (4, 8), (5, 10)):
         with pytest.raises(ValueError, match=exactly(two_view_message(shape, 1))):
             TwoViewLayout().place(*shape)
-    simulate(monkeypatch, 0, 2)
+    as_rank(monkeypatch, 0, 2)
     for shape in ((4, 12), (3, 6)):
         with pytest.raises(ValueError, match=exactly(two_view_message(shape, 2))):
             TwoViewLayout().place(*shape)
@@ -127,7 +115,7 @@ def test_two_view_rejects_other_shapes_with_the_exact_message(monkeypatch) -> No
 
 @pytest.mark.parametrize(("rank", "world"), RANKS)
 def test_queue_gathered_keys_then_queue(monkeypatch, rank: int, world: int) -> None:
-    simulate(monkeypatch, rank, world)
+    as_rank(monkeypatch, rank, world)
     n_keys = world * N
     n_cols = n_keys + K
     positives = [rank * N + i for i in range(N)]
@@ -148,7 +136,7 @@ def test_queue_gathered_keys_then_queue(monkeypatch, rank: int, world: int) -> N
 
 @pytest.mark.parametrize(("rank", "world"), [(0, 1), (1, 2)])
 def test_queue_local_keys_ignore_the_rank(monkeypatch, rank: int, world: int) -> None:
-    simulate(monkeypatch, rank, world)
+    as_rank(monkeypatch, rank, world)
     placement = QueueLayout(K, batch_negatives=False).place(N, N + K)
     assert_columns(placement.positive_columns, list(range(N)))
     expected_mask = torch.cat([~torch.eye(N, dtype=torch.bool), torch.zeros(N, K, dtype=torch.bool)], dim=1)
@@ -160,7 +148,7 @@ def test_queue_local_keys_ignore_the_rank(monkeypatch, rank: int, world: int) ->
 def test_queue_rejects_other_shapes_with_the_exact_message(monkeypatch) -> None:
     with pytest.raises(ValueError, match=exactly(queue_message((4, 8), 1))):
         QueueLayout(K).place(4, 8)
-    simulate(monkeypatch, 1, 2)
+    as_rank(monkeypatch, 1, 2)
     for n_cols in (4 * 3 + K, 5 + K):
         with pytest.raises(ValueError, match=exactly(queue_message((4, n_cols), 2))):
             QueueLayout(K).place(4, n_cols)

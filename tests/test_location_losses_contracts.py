@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-import re
 
 import pytest
 import torch
 
-from pdrl import distributed
 from pdrl.losses import CPCLoss
 from pdrl.losses.locations import LocationScoreMatrix, PooledCPCLoss, location_losses, location_mis
+from tests.messages import exactly
+from tests.simulated_ranks import as_rank_one_of_two_mirrored
 
 
 def paired_scores(n: int = 4, n_locations: int = 5, seed: int = 0) -> torch.Tensor:
@@ -73,10 +73,10 @@ def test_group_logsumexp_keeps_the_dtype_of_its_values(dtype: torch.dtype) -> No
 
 def test_groups_of_the_wrong_shape_are_reported_exactly() -> None:
     message = "groups must give one group per location, shape (5,), got (2, 2)."
-    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+    with pytest.raises(ValueError, match=exactly(message)):
         LocationScoreMatrix(paired_scores(), torch.zeros(2, 2, dtype=torch.long))
     message = "location scores must be (n, m, K), got shape (4, 4)."
-    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+    with pytest.raises(ValueError, match=exactly(message)):
         LocationScoreMatrix(paired_scores()[:, :, 0])
 
 
@@ -89,7 +89,7 @@ def test_an_objective_reducing_over_locations_is_named_in_the_message() -> None:
         "SummedCPC.training_value reduced over the location axis (gave shape ()); "
         "it must take its means through the ScoreMatrix methods to be evaluated on stacked locations."
     )
-    with pytest.raises(TypeError, match="^" + re.escape(message) + "$"):
+    with pytest.raises(TypeError, match=exactly(message)):
         location_losses(SummedCPC(), paired_scores(), torch.zeros(5, dtype=torch.long))
 
 
@@ -110,11 +110,7 @@ def test_pooled_cpc_on_rank_one_of_two_equals_one_process_on_the_whole_batch(mon
     x, y = paired_scores(n, seed=1), paired_scores(n, seed=2)
     whole = torch.cat([torch.cat([y, x], dim=1), torch.cat([x, y], dim=1)], dim=0)  # (2n, 2n, K), diagonal positives
     expected = torch.tensor(pooled_nce_by_hand(whole, groups), dtype=torch.float64)
-    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
-    monkeypatch.setattr(distributed, "world_size", lambda: 2)
-    monkeypatch.setattr(distributed, "rank", lambda: 1)
-    monkeypatch.setattr(distributed, "sum_over_ranks", lambda tensor: 2 * tensor)
-    monkeypatch.setattr(distributed, "max_over_ranks", lambda tensor: tensor)
+    as_rank_one_of_two_mirrored(monkeypatch)
     local = whole[n:]
     matrix = LocationScoreMatrix(local, torch.tensor(groups))
     assert matrix.synced and matrix.n_negatives == 2 * n - 1 and matrix.n_joint == 2 * n

@@ -24,6 +24,7 @@ from pdrl.losses import (
     build_objective,
 )
 from pdrl.losses.locations import PooledCPCLoss
+from tests.messages import exactly
 
 EXPECTED = {
     "cpc": CPCLoss,
@@ -62,7 +63,7 @@ def test_keyword_arguments_reach_the_objective() -> None:
 
 def test_an_unknown_name_lists_every_valid_one() -> None:
     message = f"Unknown objective 'pcx': choose one of {', '.join(sorted(EXPECTED))}."
-    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+    with pytest.raises(ConfigError, match=exactly(message)):
         build_objective("pcx")
 
 
@@ -73,7 +74,7 @@ def test_a_name_that_is_not_a_string_is_a_config_error() -> None:
 
 def test_an_unknown_argument_names_itself_and_the_accepted_ones() -> None:
     message = "Objective 'DRFC' (DRFCLoss) takes no argument beta, gamma; it accepts: alpha, eps, readout."
-    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+    with pytest.raises(ConfigError, match=exactly(message)):
         build_objective("DRFC", gamma=1, beta=2, alpha=0.1)
 
 
@@ -82,5 +83,5 @@ def test_an_objective_without_arguments_accepts_none(name: str) -> None:
     # these classes inherit nn.Module.__init__(*args, **kwargs); that signature must not read as "takes anything"
     cls = EXPECTED[name].__name__
     message = f"Objective {name!r} ({cls}) takes no argument tau; it accepts: no arguments."
-    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+    with pytest.raises(ConfigError, match=exactly(message)):
         build_objective(name, tau=1.0)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-import re
 
 import pytest
 import torch
 
-from pdrl import distributed
 from pdrl.errors import ConfigError
 from pdrl.losses import DRFCLoss
 from pdrl.losses.base import ScoreMatrix
+from tests.messages import exactly
+from tests.simulated_ranks import as_rank_one_of_two_mirrored
 
 # (n, n) positive scores, positives on the diagonal; off-diagonal ratios average well away from 1
 SCORES = [[1.8, 0.3, 0.05], [0.6, 2.5, 0.0], [0.2, 0.9, 1.2]]
@@ -44,20 +44,20 @@ def scalar(value: float) -> torch.Tensor:
 @pytest.mark.parametrize("eps", [0.0, -1e-3, 1.0, 1.5])
 def test_eps_outside_the_open_unit_interval_is_refused_exactly(eps: float) -> None:
     message = f"DRFCLoss(eps={eps}) is out of range: eps must be in (0, 1), e.g. 1e-4."
-    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+    with pytest.raises(ConfigError, match=exactly(message)):
         DRFCLoss(eps=eps)
 
 
 @pytest.mark.parametrize("alpha", [-0.1, 1.0])
 def test_alpha_outside_zero_one_is_refused_exactly(alpha: float) -> None:
     message = f"DRFCLoss(alpha={alpha}) is out of range: alpha must be in [0, 1), e.g. 0.01."
-    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+    with pytest.raises(ConfigError, match=exactly(message)):
         DRFCLoss(alpha=alpha)
 
 
 def test_an_unknown_readout_is_refused_exactly() -> None:
     message = "DRFCLoss(readout='PLUGIN') is unknown: choose one of ('plugin', 'self_normalized')."
-    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+    with pytest.raises(ConfigError, match=exactly(message)):
         DRFCLoss(readout="PLUGIN")
 
 
@@ -146,11 +146,7 @@ def test_rank_one_of_two_equals_one_process_on_the_whole_batch(monkeypatch, read
     y = torch.rand(n, n, generator=generator, dtype=torch.float64) + 2.0 * torch.eye(n, dtype=torch.float64)
     whole = torch.cat([torch.cat([y, x], dim=1), torch.cat([x, y], dim=1)], dim=0)  # (2n, 2n), diagonal positives
     value, plugin, self_normalized = by_hand(whole.tolist(), alpha)
-    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
-    monkeypatch.setattr(distributed, "world_size", lambda: 2)
-    monkeypatch.setattr(distributed, "rank", lambda: 1)
-    monkeypatch.setattr(distributed, "sum_over_ranks", lambda tensor: 2 * tensor)
-    monkeypatch.setattr(distributed, "max_over_ranks", lambda tensor: tensor)
+    as_rank_one_of_two_mirrored(monkeypatch)
     objective, local = DRFCLoss(alpha=alpha, readout=readout), whole[n:]
     torch.testing.assert_close(objective(local), scalar(-value))
     torch.testing.assert_close(objective.mi(local), scalar(plugin if readout == "plugin" else self_normalized))

@@ -9,7 +9,6 @@ so the code under test runs its real gathered-column path (offsets, global sums 
 from __future__ import annotations
 
 import math
-import re
 import threading
 import warnings
 
@@ -21,12 +20,9 @@ from pdrl import distributed
 from pdrl.losses import NWJLoss, QueueLayout, ScoreMatrix, TwoViewLayout
 from pdrl.losses.base import exp_linear_above, trained_negatives
 from pdrl.losses.locations import LocationScoreMatrix
+from tests.messages import exactly
 
 E10 = math.exp(10.0)
-
-
-def exact(message: str) -> str:
-    return "^" + re.escape(message) + "$"
 
 
 def joint_value(matrix: ScoreMatrix) -> torch.Tensor:
@@ -124,7 +120,7 @@ def test_trained_negatives_rejects_a_count_that_is_no_whole_number_from_1(bad: o
         f"n_negatives={bad!r} must be a whole number >= 1: the marginal candidates per row of the training score "
         "matrix (batch size - 1 for a paired n x n matrix)."
     )
-    with pytest.raises(ValueError, match=exact(message)):
+    with pytest.raises(ValueError, match=exactly(message)):
         trained_negatives((5, 5), None, bad)
 
 
@@ -133,7 +129,7 @@ def test_trained_negatives_of_scores_that_are_no_matrix_asks_for_the_count() -> 
         "scores of shape (5,) are no score matrix: pass n_negatives=<marginal candidates per row in training> to "
         "read them out."
     )
-    with pytest.raises(ValueError, match=exact(message)):
+    with pytest.raises(ValueError, match=exactly(message)):
         trained_negatives((5,), None, None)
     with pytest.raises(ValueError, match=r"fit no layout: .* pass n_negatives=<marginal candidates per row in"):
         trained_negatives((4, 5), None, None)
@@ -144,7 +140,7 @@ def test_trained_negatives_of_scores_that_are_no_matrix_asks_for_the_count() -> 
 
 def test_a_layout_of_another_type_is_refused_with_its_repr() -> None:
     message = "layout must be a pdrl.losses layout (PairedLayout(), TwoViewLayout() or QueueLayout(K)), got 'paired'."
-    with pytest.raises(TypeError, match=exact(message)):
+    with pytest.raises(TypeError, match=exactly(message)):
         ScoreMatrix(torch.zeros(3, 3), "paired")
 
 
@@ -157,14 +153,14 @@ def test_two_pairs_are_enough_and_one_pair_is_refused() -> None:
         "scores of shape (1, 1) in PairedLayout() have no marginal (negative) pair: a batch needs at least 2 pairs "
         "(or a non-empty queue)."
     )
-    with pytest.raises(ValueError, match=exact(message)):
+    with pytest.raises(ValueError, match=exactly(message)):
         ScoreMatrix(torch.zeros(1, 1))
     queue = QueueLayout(0, batch_negatives=False)
     message = (
         "scores of shape (2, 2) in QueueLayout(queue_size=0, batch_negatives=False) have no marginal (negative) "
         "pair: a batch needs at least 2 pairs (or a non-empty queue)."
     )
-    with pytest.raises(ValueError, match=exact(message)):
+    with pytest.raises(ValueError, match=exactly(message)):
         ScoreMatrix(torch.zeros(2, 2), queue)
     assert ScoreMatrix(torch.zeros(2, 3), QueueLayout(1, batch_negatives=False)).n_negatives == 1
 
@@ -291,7 +287,7 @@ def test_objective_on_a_new_subclass_warns_here_and_calls_its_own_training_value
             return self.scale * joint_value(matrix)
 
     matrix = ScoreMatrix(torch.randn(4, 4))
-    with pytest.warns(DeprecationWarning, match=exact(alias_message("Scaled"))) as record:
+    with pytest.warns(DeprecationWarning, match=exactly(alias_message("Scaled"))) as record:
         value = Scaled(3.0).objective(matrix)
     assert [warning.category for warning in record] == [DeprecationWarning]
     assert record[0].filename == __file__, "the warning points at the caller"
@@ -315,7 +311,7 @@ def test_an_old_subclass_defining_objective_warns_and_keeps_working() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         torch.testing.assert_close(OldScaled().training_value(matrix), 2.0 * joint_value(matrix))
-    with pytest.warns(DeprecationWarning, match=exact(alias_message("OldScaled"))):
+    with pytest.warns(DeprecationWarning, match=exactly(alias_message("OldScaled"))):
         value = OldScaled().objective(matrix)
     torch.testing.assert_close(value, 2.0 * joint_value(matrix))
 
