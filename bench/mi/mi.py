@@ -46,6 +46,7 @@ from bench.mi.mi_runs import ENGINES, run_ensemble, run_one
 from bench.mi.mi_settings import CRITIC_PRESETS, DATA_SETTINGS, ESTIMATORS, HEADLINE, Estimator, Setting, run_name
 from bench.mi.mi_stats import ema, stage_statistics
 from bench.mi.mi_throughput import run_throughput
+from pdrl.cpu_allocator import keep_freed_memory
 from pdrl.data.gaussians import TASKS
 
 __all__ = [
@@ -144,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
     if args.command == "report":
         return write_report(args.out, args.window, args.wandb)
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # the joint critic's >32 MiB activations: 2x faster on CPU, same numbers
     if args.command == "throughput":
         setting = _setting(args, "gaussian", args.seeds[0])
         setting = replace(setting, mi_levels=setting.mi_levels[:1], steps_per_level=args.steps, heldout_batches=0)
