@@ -27,6 +27,10 @@ is the trainer's step, also after a resume); the run is named ``<name>-<objectiv
 written to the run's own folders (``<default_root_dir>/config.yaml``, and ``resolved_config.yaml`` in the W&B
 run's files, or ``config.yaml`` in a CSV/TensorBoard version folder) and logged as the W&B run config; the
 probe curve, the feature projection and the MI staircase are drawn by ``pdrl.callbacks.figures``.
+
+CPU memory (``pdrl.cpu_allocator``): before training, glibc is told to keep freed memory in the process, so that
+tensors above 32 MiB (the joint MI critic's activations on all n^2 pairs) are not mapped and page-faulted afresh
+every step; same numbers, about 2x faster for that critic on CPU, no change for the shallow task.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from pdrl.callbacks.figures import default_figure_callbacks
 from pdrl.callbacks.finite_guard import FiniteGuard
 from pdrl.callbacks.linear_probe import LinearProbe
 from pdrl.contracts import Embedder, ProbeDataSource
+from pdrl.cpu_allocator import keep_freed_memory
 from pdrl.errors import ConfigError, run_command
 from pdrl.losses import OBJECTIVES
 
@@ -287,6 +292,7 @@ def main(args: list[str] | None = None) -> PdrlCLI:
         if message == str(error):
             raise
         raise ArgumentError(None, message) from None
+    keep_freed_memory()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
     return cli
 

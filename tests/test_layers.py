@@ -16,7 +16,7 @@ BENCH = PACKAGE.parent / "bench"
 GROUND = {"distributed", "errors"}
 EVERYTHING = {
     "distributed", "errors", "contracts", "metrics", "losses", "nets", "heads", "data", "tasks",
-    "checkpointing", "wandb_setup", "callbacks", "fit",
+    "checkpointing", "wandb_setup", "cpu_allocator", "callbacks", "fit",
 }  # fmt: skip
 ALLOWED = {
     "__init__": set(),
@@ -25,6 +25,7 @@ ALLOWED = {
     "contracts": set(),
     "metrics": set(),
     "wandb_setup": set(),
+    "cpu_allocator": set(),
     "checkpointing": {"errors"},
     "losses": GROUND,
     "nets": GROUND,
