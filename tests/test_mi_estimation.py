@@ -142,6 +142,14 @@ def test_sweep_writes_tables_figures_and_runs(tmp_path):
         + arguments
     )
     assert (tmp_path / "runs" / "gaussian__separable_16_e8__dv__s0.json").exists()
+    other = tmp_path / "joint"
+    bench.main(["sweep", "--estimators", "cpc", "--tasks", "gaussian", "--critic", "joint", "--window", "10",
+                "--out", str(other), *arguments])  # fmt: skip
+    combined = tmp_path / "combined"
+    rows = bench.main(["report", "--out", str(combined), "--runs-from", str(tmp_path), str(other), "--window", "10"])
+    assert {row["critic"] for row in rows} == {"separable_16_e8", "joint_16"}
+    assert len(rows) == (2 * 2 + 1 + 1) * 2  # both folders' runs (5 + 1), once each, x 2 levels
+    assert (combined / "figure_gaussian_joint_16.png").exists() and not (combined / "runs").exists()
 
 
 def test_throughput_measures_three_loops_interleaved(tmp_path):

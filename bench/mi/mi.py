@@ -3,14 +3,16 @@
 Three commands::
 
     python -m bench.mi sweep --estimators all --tasks gaussian cubic --critic separable --seeds 0 --out DIR
-    python -m bench.mi report --out DIR
+    python -m bench.mi report --out DIR [--runs-from DIR_A DIR_B ...]
     python -m bench.mi throughput --steps 2000 --rounds 3 --out FILE.md
 
 ``sweep`` trains every chosen estimator (``all``, ``headline`` or names) on every task and seed through the
 MI staircase (2, 4, 6, 8, 10 nats, 4000 steps each), saves each run under ``DIR/runs/`` and writes the
 report of all runs in ``DIR`` (several sweeps, e.g. one per critic, may fill one folder, one process each).
-``report`` only rewrites the report (:mod:`bench.mi.mi_report`). ``throughput`` measures the lean loop
-and the Lightning engine against a plain reference loop (:mod:`bench.mi.mi_throughput`).
+``report`` only rewrites the report (:mod:`bench.mi.mi_report`); ``report --runs-from DIR ...`` writes one
+report across several sweep folders (e.g. one per critic) into ``--out`` without copying their runs.
+``throughput`` measures the lean loop and the Lightning engine against a plain reference loop
+(:mod:`bench.mi.mi_throughput`).
 
 Critics (``--critic``, :mod:`bench.mi.mi_settings`): ``separable`` (the SMILE code's default, three hidden
 layers of 256), ``separable_2h`` (two hidden layers), ``joint`` (PD paper Figure 1: concat 512-512, batch
@@ -96,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--window", type=int, default=1000)
     report.add_argument("--wandb", action="store_true")
     report.add_argument("--out", type=Path, required=True)
+    report.add_argument(
+        "--runs-from", type=Path, nargs="+", default=[], help="also the runs of these folders: one report across them"
+    )
 
     throughput = commands.add_parser("throughput", help="steps/s of the lean loop and Lightning vs a plain loop")
     throughput.add_argument("--estimator", default="smile_tau1", choices=list(ESTIMATORS))
@@ -143,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> Any:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.command == "report":
-        return write_report(args.out, args.window, args.wandb)
+        args.out.mkdir(parents=True, exist_ok=True)
+        return write_report(args.out, args.window, args.wandb, args.runs_from)
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # the joint critic's >32 MiB activations: 2x faster on CPU, same numbers
     if args.command == "throughput":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +72,13 @@ def figure_name(task: str, critic: str, data: str) -> str:
     return f"figure_{task}_{critic}{suffix}.png"
 
 
-def write_report(out: Path, window: int = 1000, use_wandb: bool = False) -> list[dict[str, Any]]:
-    """Write the report files of the module docstring from ``out/runs``; returns the per-run rows."""
-    runs = load_runs(out)
+def write_report(
+    out: Path, window: int = 1000, use_wandb: bool = False, runs_from: Sequence[Path] = ()
+) -> list[dict[str, Any]]:
+    """Write the report files of the module docstring into ``out`` from the runs in ``out/runs`` and in the
+    ``runs`` folder of each of ``runs_from`` (one report across sweeps, e.g. one per critic); returns the
+    per-run rows."""
+    runs = load_runs(out, *runs_from)
     rows = table_rows(runs, window)
     aggregated = aggregate_rows(rows)
     _write_csv(out / "mi_table.csv", rows)

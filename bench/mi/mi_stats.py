@@ -70,10 +70,14 @@ def data_label(setting: dict[str, Any]) -> str:
     return f"chained {'U[0, c]' if setting.get('batch_correlation_uniform') else 'c'} = {correlation:g}"
 
 
-def load_runs(out: Path) -> list[dict[str, Any]]:
-    """Every run saved under ``out/runs``, with its critic named from its architecture and its seed."""
-    runs = []
-    for meta_path in sorted((out / "runs").glob("*.json")):
+def load_runs(*folders: Path) -> list[dict[str, Any]]:
+    """Every run saved under ``<folder>/runs`` of each folder, with its critic named from its architecture and
+    its seed; a run saved in two folders counts once."""
+    runs, seen = [], set()
+    for meta_path in sorted(path for folder in folders for path in (folder / "runs").glob("*.json")):
+        if meta_path.name in seen:
+            continue
+        seen.add(meta_path.name)
         meta = json.loads(meta_path.read_text())
         arrays = np.load(meta_path.with_suffix(".npz"))
         meta["estimates"], meta["true_mi_trace"] = arrays["estimates"], arrays["true_mi"]
@@ -83,7 +87,8 @@ def load_runs(out: Path) -> list[dict[str, Any]]:
         meta["seed"] = setting.get("seed", 0)
         runs.append(meta)
     if not runs:
-        raise FileNotFoundError(f"No runs under {out / 'runs'}: run `python -m bench.mi sweep --out {out}` first.")
+        where = ", ".join(str(folder / "runs") for folder in folders)
+        raise FileNotFoundError(f"No runs under {where}: run `python -m bench.mi sweep --out {folders[0]}` first.")
     order = list(ESTIMATORS)
     runs.sort(key=lambda run: (run["setting"]["task"], run["critic_name"], order.index(run["estimator"]), run["seed"]))
     return runs
