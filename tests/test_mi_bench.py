@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import shlex
 
 import numpy as np
@@ -95,6 +96,22 @@ def test_findings_name_the_critic_and_say_when_a_claim_flips():
         "**gaussian, separable_2h critic, standard data**: the best estimator is within 1.5x of the floor at MI 6"
         in text
     )
+    assert text.count("off the scale (below 0 or above 2x the true MI): none.") == 2
+
+
+def test_findings_name_estimates_off_the_scale_though_finite():
+    def row(estimator, mi, bias):
+        entry = {"task": "gaussian", "critic": "separable_2h", "data": "standard", "estimator": estimator}
+        entry.update(true_mi=mi, seeds=1, floor=0.1, bias=bias, variance=1.0, mse=bias**2 + 1.0)
+        return entry | {"mse_over_floor": entry["mse"] / 0.1, "mse_over_floor_std": math.nan}
+
+    aggregated = [
+        row("mice_blocked", 2.0, -5e12), row("mice_blocked", 4.0, -6e12),  # finite, meaningless
+        row("mice", 2.0, -0.2), row("mice", 4.0, +4.5),  # above 2 x 4 nats only at MI 4
+        row("cpc", 2.0, -2.0), row("cpc", 4.0, -3.9),  # estimate 0 and 0.1: still on the scale
+    ]  # fmt: skip
+    text = "\n".join(findings(aggregated, runs=[]))
+    assert "off the scale (below 0 or above 2x the true MI): mice (from MI 4), mice_blocked (from MI 2)." in text
 
 
 def test_lean_adam_is_adam_without_the_per_step_probe():

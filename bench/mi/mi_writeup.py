@@ -5,7 +5,8 @@ Three kinds of claim, each computed, none typed by hand:
 - per task, critic and level: the best estimator (lowest mean MSE over seeds) and its MSE as a multiple
   of the floor d rho^2 / n, with the spread over seeds;
 - per task and critic: the lowest-variance estimator among the low-bias ones (|mean bias| below
-  ``LOW_BIAS`` nats) from MI 6 up, and the estimators that diverged;
+  ``LOW_BIAS`` nats) from MI 6 up, the estimators that diverged (a non-finite loss) and those off the scale
+  (a finite mean estimate below 0 or above twice the true MI at some level, e.g. MICE's blocked form at -5e12);
 - across critics: whether each of those answers is the same for every critic, or flips.
 """
 
@@ -49,6 +50,16 @@ def lowest_variance_low_bias(rows: list[dict[str, Any]], from_mi: float = 6.0) -
     return min(qualified, key=qualified.get) if qualified else None
 
 
+def off_the_scale(rows: list[dict[str, Any]]) -> list[str]:
+    """``estimator (MI level)`` at the first level where its mean estimate (true MI + mean bias) leaves
+    [0, 2 x true MI]: an estimate there says nothing about the MI, though its loss stayed finite."""
+    first: dict[str, float] = {}
+    for row in sorted(rows, key=lambda row: row["true_mi"]):
+        if abs(row["bias"]) > row["true_mi"] and row["estimator"] not in first:  # NaN compares False
+            first[row["estimator"]] = row["true_mi"]
+    return [f"{name} (from MI {level:g})" for name, level in sorted(first.items())]
+
+
 def findings(aggregated: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[str]:
     """Markdown lines of the findings section."""
     lines = ["## Findings (generated; each holds for the critic it names)", ""]
@@ -85,11 +96,13 @@ def findings(aggregated: list[dict[str, Any]], runs: list[dict[str, Any]]) -> li
              if (run["setting"]["task"], run["critic_name"], run["data"]) == (task, critic, data)
              and run.get("diverged_at_step") is not None}
         )  # fmt: skip
+        off = off_the_scale(group)
         lines += [
             f"- **{task}, {critic} critic, {data} data**: the best estimator is within 1.5x of the floor at "
             + (", ".join(f"MI {level:g}" for level in within) if within else "no level")
             + f"; lowest variance among the low-bias estimators from MI 6: {steady or 'none is low-bias'}; "
-            + f"diverged: {', '.join(diverged) if diverged else 'none'}."
+            + f"diverged: {', '.join(diverged) if diverged else 'none'}; "
+            + f"mean estimate off the scale (below 0 or above 2x the true MI): {', '.join(off) if off else 'none'}."
         ]
     lines += ["", "### Across critics", ""]
     by_task_data: dict[tuple, list[str]] = {}
