@@ -30,7 +30,8 @@ probe curve, the feature projection and the MI staircase are drawn by ``pdrl.cal
 
 CPU memory (``pdrl.cpu_allocator``): before training, glibc is told to keep freed memory in the process, so that
 tensors above 32 MiB (the joint MI critic's activations on all n^2 pairs) are not mapped and page-faulted afresh
-every step; same numbers, about 2x faster for that critic on CPU, no change for the shallow task.
+every step; same numbers. Measured in ``bench.mi``'s joint-critic ensemble: 2x faster on CPU
+(``bench/results/mi_benchmark.md``); no change on the shallow MNIST step; not timed through ``pdrl.fit`` itself.
 """
 
 from __future__ import annotations
