@@ -21,12 +21,17 @@ M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3
 
 
+def on_glibc() -> bool:
+    """Whether this process runs on Linux with glibc, the only C library whose ``mallopt`` this module sets."""
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
 def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
     """Raise glibc's mmap and trim thresholds to ``limit_bytes``; True when set, False where the C library is
     not glibc (macOS, Windows, musl), where nothing is changed."""
     if not 0 < limit_bytes < 1 << 31:
         raise ValueError(f"limit_bytes must be in (0, 2**31) (mallopt takes a C int), got {limit_bytes}.")
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not on_glibc():
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     return bool(libc.mallopt(M_MMAP_THRESHOLD, limit_bytes)) and bool(libc.mallopt(M_TRIM_THRESHOLD, limit_bytes))

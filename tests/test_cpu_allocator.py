@@ -2,13 +2,12 @@
 ``mmap`` (which ``free`` unmaps, so every new one is page-faulted in afresh), and its memory stays in the heap
 after it is freed. Read from glibc's own counters (``mallinfo2``), in a fresh process per mode."""
 
-import platform
 import subprocess
 import sys
 
 import pytest
 
-from pdrl.cpu_allocator import keep_freed_memory
+from pdrl.cpu_allocator import keep_freed_memory, on_glibc
 
 MAPPED_AND_KEPT = """
 import ctypes, sys, torch
@@ -28,9 +27,7 @@ del tensor
 print(mapped, libc.mallinfo2().fordblks)  # and the free bytes kept in the heap
 """
 
-glibc_only = pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's"
-)
+glibc_only = pytest.mark.skipif(not on_glibc(), reason="mallopt is glibc's")
 
 
 def mapped_and_kept(mode: str) -> tuple[int, int]:
