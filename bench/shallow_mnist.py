@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -33,9 +32,12 @@ import torch
 RESULTS = Path(__file__).parent / "results"
 CONFIG = Path(__file__).parents[1] / "configs" / "shallow_mnist.yaml"
 PAPER_STEPS = 21000
+# runs from before the machine was recorded: bench/results/shallow_speed.md of the same day read AVX512 with bf16
+UNRECORDED_MACHINE = "not recorded (an AVX512-BF16 x86_64 CPU, 2 cores, per that day's shallow_speed.md)"
 
 
 def run(args: argparse.Namespace) -> None:
+    from bench.machine import describe
     from pdrl.callbacks.linear_probe import LinearProbe
     from pdrl.fit import main
 
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> None:
     result = {
         "tag": args.tag, "objective": args.objective, "seed": args.seed, "fast": args.fast == "true",
         "steps": cli.trainer.global_step, "wall_seconds": time.perf_counter() - started, "threads": args.threads,
-        "load_before": load_before, "load_after": os.getloadavg()[0], "solver": probe.solver,
+        "machine": describe(), "load_before": load_before, "load_after": os.getloadavg()[0], "solver": probe.solver,
         "history": probe.history, "raw_pixel_accuracy": probe.raw_pixel_accuracy,
         "command": "python bench/shallow_mnist.py " + " ".join(sys.argv[1:]),
     }  # fmt: skip
@@ -71,8 +73,9 @@ def load_runs(out: Path, prefix: str) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(out.glob(f"{prefix}*.json"))]
 
 
-def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, no GPU, torch {torch.__version__}"
+def machines(runs: list[dict]) -> str:
+    """The machines that the runs were made on (no GPU in any of them), as one phrase."""
+    return "; ".join(sorted({entry.get("machine", UNRECORDED_MACHINE) for entry in runs})) + "; no GPU"
 
 
 def mean_std(values: list[float]) -> str:
@@ -85,7 +88,7 @@ def parity(args: argparse.Namespace) -> None:
     lines = [
         "# Shallow MNIST: the fast path learns what the float32 path learns",
         "",
-        f"Machine: {machine()}. Setting: `configs/shallow_mnist.yaml`, PCC, 1000 steps, probe (saga, the paper's "
+        f"Machine: {machines(runs)}. Setting: `configs/shallow_mnist.yaml`, PCC, 1000 steps, probe (saga, the paper's "
         "protocol) at step 0 and 1000 (2000 did not fit this session). `fast: true` is bf16 autocast + "
         "torch.compile + fused Adam; `fast: false` is "
         "float32 eager with the same Adam. Each seed sets the initial weights and the batch order of both paths.",
@@ -126,12 +129,13 @@ def protocol(args: argparse.Namespace) -> None:
     lines = [
         "# Shallow MNIST: the PD paper's protocol, CPC vs PCC vs D-RFC",
         "",
-        f"Machine: {machine()}. Setting: `configs/shallow_mnist.yaml` (two 30-coupling RealNVPs 512-512, init std "
-        "1e-4, bilinear critic, Adam 1e-4, batch 128, the default fast path), seed 0, probe (saga, the paper's "
-        "protocol, C = 10) at step 0 (the untrained encoder) and every 1000 steps.",
+        "Machine: per run, in the table; no GPU. Setting: `configs/shallow_mnist.yaml` (two 30-coupling RealNVPs "
+        "512-512, init std 1e-4, bilinear critic, Adam 1e-4, batch 128, the default fast path), seed 0, probe "
+        "(saga, the paper's protocol, C = 10) at step 0 (the untrained encoder) and every 1000 steps.",
         "",
-        "| objective | steps | wall time (min) | threads | load (before/after) | step 0 | last | best | curve |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| objective | steps | wall time (min) | threads | machine | load (before/after) | step 0 | last | best "
+        "| curve |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in runs:
         steps = [h["step"] for h in entry["history"]]
@@ -140,7 +144,7 @@ def protocol(args: argparse.Namespace) -> None:
         curve = ", ".join(f"{s}: {a:.4f}" for s, a in zip(steps, accuracy, strict=True))
         lines.append(
             f"| {entry['objective'].upper()} | {entry['steps']} | {entry['wall_seconds'] / 60:.1f} "
-            f"| {entry['threads']} "
+            f"| {entry['threads']} | {entry.get('machine', UNRECORDED_MACHINE)} "
             f"| {entry['load_before']:.1f}/{entry['load_after']:.1f} | {accuracy[0]:.4f} | {accuracy[-1]:.4f} | "
             f"{max(accuracy):.4f} | {curve} |"
         )

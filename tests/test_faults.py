@@ -11,7 +11,7 @@ from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from pdrl import fit
-from pdrl.callbacks.finite_guard import FiniteGuard, NonFiniteLossError
+from pdrl.callbacks.finite_guard import FiniteGuard, NonFiniteLossError, all_finite
 from pdrl.checkpointing import AtomicCheckpointIO, find_last_checkpoint, read_checkpoint
 from pdrl.data.images import DigitsDataModule
 from pdrl.errors import run_command
@@ -119,6 +119,23 @@ def test_non_finite_gradient_with_finite_loss_is_caught(tmp_path):
     assert guard.skipped_steps == 1
     with pytest.raises(NonFiniteLossError, match="Non-finite gradient .* at step 2"):
         trainer(tmp_path / "raise", FiniteGuard(), 4).fit(tiny_task_with_hook(), datamodule=DigitsDataModule(64))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_all_finite_finds_one_bad_element_in_many(bad):
+    tensors = [torch.randn(1000), torch.randn(50, 40, dtype=torch.float64), torch.randn(7).bfloat16()]
+    assert all_finite(tensors) and all_finite([])
+    for tensor in tensors:
+        tensor.view(-1)[3] = bad
+        assert not all_finite(tensors)
+        tensor.view(-1)[3] = 0.0
+
+
+def test_all_finite_is_exact_when_the_sum_of_finite_values_overflows():
+    huge = torch.full((4,), torch.finfo(torch.float32).max)  # finite, but its sum is inf
+    assert all_finite([huge, torch.zeros(3)])
+    huge[1] = math.nan
+    assert not all_finite([huge])
 
 
 def tiny_task_with_hook() -> RepresentationLearning:

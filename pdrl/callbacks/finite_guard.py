@@ -40,6 +40,22 @@ def objective_name(pl_module: LightningModule) -> str:
     return pl_module.objective_name if isinstance(pl_module, NamesObjective) else type(pl_module).__name__
 
 
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every element of every tensor is finite, at the cost of one sum per tensor.
+
+    A sum is finite when all its terms are (NaN and inf propagate through it), so one reduction per tensor settles
+    the usual case without allocating a mask as large as the gradients (``torch.isfinite(grad)`` for 28M gradients
+    cost 80-90 ms per step on the shallow task, 1 CPU thread; the sums cost 10 ms). A sum of finite values can still
+    overflow, so a non-finite sum is confirmed element by element before it counts.
+    """
+    if not tensors:
+        return True
+    sums = torch.stack([tensor.sum().float() for tensor in tensors])
+    if bool(sums.isfinite().all()):
+        return True
+    return all(bool(torch.isfinite(tensor).all()) for tensor in tensors)
+
+
 class FiniteGuard(Callback):
     """Stop (``action="raise"``) or skip the optimizer step (``action="skip"``) on a non-finite loss or gradient.
 
@@ -78,7 +94,7 @@ class FiniteGuard(Callback):
         # with fp16 mixed precision, inf gradients are expected and the GradScaler already skips those steps
         if self._bad_value is None and getattr(trainer.precision_plugin, "scaler", None) is None:
             grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            if grads and not torch.stack([torch.isfinite(grad).all() for grad in grads]).all():
+            if not all_finite(grads):
                 self._bad_value = "gradient (loss finite)"
         if self._bad_value is None:
             self.consecutive_skips = 0

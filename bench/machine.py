@@ -1,0 +1,31 @@
+"""The machine a benchmark ran on, in words, for the header of its results: CPU model, cores, and whether the CPU
+multiplies bf16 natively (pdrl's fast path uses bf16 only there, so timings from two CPUs are not comparable)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from pdrl.tasks.representation import bf16_is_fast
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def describe() -> str:
+    """E.g. 'AMD EPYC, x86_64, 2 cores, vector ISA AVX2, bf16 not native, torch 2.14.1+cu130'."""
+    bf16 = "bf16 native" if bf16_is_fast(torch.device("cpu")) else "bf16 not native"
+    return (
+        f"{cpu_model()}, {platform.machine()}, {os.cpu_count()} cores, vector ISA "
+        f"{torch.backends.cpu.get_cpu_capability()}, {bf16}, torch {torch.__version__}"
+    )
