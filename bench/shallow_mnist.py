@@ -29,6 +29,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parents[1]))  # run as a script: bench.machine from the repository root
+from bench.machine import describe  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 CONFIG = Path(__file__).parents[1] / "configs" / "shallow_mnist.yaml"
 PAPER_STEPS = 21000
@@ -36,8 +39,13 @@ PAPER_STEPS = 21000
 UNRECORDED_MACHINE = "not recorded (an AVX512-BF16 x86_64 CPU, 2 cores, per that day's shallow_speed.md)"
 
 
+def wall_time_budget(minutes: float) -> str:
+    """``minutes`` as Lightning's ``max_time`` wants it, DD:HH:MM:SS (85 -> '00:01:25:00')."""
+    hours, whole_minutes = divmod(int(minutes), 60)
+    return f"00:{hours:02d}:{whole_minutes:02d}:00"
+
+
 def run(args: argparse.Namespace) -> None:
-    from bench.machine import describe
     from pdrl.callbacks.linear_probe import LinearProbe
     from pdrl.fit import main
 
@@ -49,7 +57,7 @@ def run(args: argparse.Namespace) -> None:
         "--model.objective", args.objective, "--model.fast", args.fast,
         "--data.root", args.root, "--data.download", "false",
         "--trainer.max_steps", str(args.max_steps),
-        "--trainer.max_time", f"00:00:{int(args.minutes):02d}:00",
+        "--trainer.max_time", wall_time_budget(args.minutes),
         "--trainer.logger", "pytorch_lightning.loggers.CSVLogger",
         "--trainer.logger.save_dir", str(args.out / "logs"), "--trainer.logger.name", args.tag,
         "--trainer.default_root_dir", str(args.out / args.tag),
