@@ -29,3 +29,9 @@ def describe() -> str:
         f"{cpu_model()}, {platform.machine()}, {os.cpu_count()} cores, vector ISA "
         f"{torch.backends.cpu.get_cpu_capability()}, {bf16}, torch {torch.__version__}"
     )
+
+
+def cpu_tag() -> str:
+    """A file-name tag for the CPU kind that sets a benchmark's speed: 'avx2', 'avx512_bf16', ..."""
+    isa = torch.backends.cpu.get_cpu_capability().lower()
+    return f"{isa}_bf16" if bf16_is_fast(torch.device("cpu")) else isa

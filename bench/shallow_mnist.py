@@ -35,8 +35,8 @@ from bench.machine import describe  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 CONFIG = Path(__file__).parents[1] / "configs" / "shallow_mnist.yaml"
 PAPER_STEPS = 21000
-# runs from before the machine was recorded: bench/results/shallow_speed.md of the same day read AVX512 with bf16
-UNRECORDED_MACHINE = "not recorded (an AVX512-BF16 x86_64 CPU, 2 cores, per that day's shallow_speed.md)"
+# runs from before the machine was recorded; bench/results/shallow_speed_avx512_bf16.md of the same days says which CPU
+UNRECORDED_MACHINE = "not recorded (an AVX512-BF16 x86_64 CPU, 2 cores: shallow_speed_avx512_bf16.md of those days)"
 
 
 def wall_time_budget(minutes: float) -> str:

@@ -19,7 +19,7 @@ Then one linear-probe evaluation of ``pdrl_fit``'s encoder on all 70000 MNIST im
 apart). Each thread count in ``--threads`` gets its own rounds. Writes a Markdown table with the machine, the load
 average before and after, and the command.
 
-    python bench/shallow_speed.py --root ../shared/data --threads 1 2 --out bench/results/shallow_speed.md
+    python bench/shallow_speed.py --root ../shared/data --threads 1 2     # bench/results/shallow_speed_<CPU kind>.md
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # run as a script: bench.machine from the repository root
-from bench.machine import describe  # noqa: E402
+from bench.machine import cpu_tag, describe  # noqa: E402
 from pdrl.tasks.representation import bf16_is_fast  # noqa: E402
 
 CONFIG = Path(__file__).parents[1] / "configs" / "shallow_mnist.yaml"
@@ -156,8 +156,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="steps per variant per round")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "shallow_speed.md")
+    parser.add_argument("--out", type=Path, default=None, help="default: results/shallow_speed_<CPU kind>.md")
     args = parser.parse_args()
+    args.out = args.out or Path(__file__).parent / "results" / f"shallow_speed_{cpu_tag()}.md"
     load_before = os.getloadavg()
     fit_run, cli = pdrl_fit_runner(args.root)
     cli.datamodule.setup()
@@ -216,17 +217,22 @@ def write_report(args, rows: list[dict], load_before) -> None:
         "",
         "The floor on this CPU (`step_floor`): the step's "
         f"{rows[0]['gflop_per_step']:.1f} GFLOP of matrix products timed alone, shape by shape, and one fused Adam "
-        "step over 28M parameters. `bare / floor` is the largest speed-up over the float32 loop that a bf16 step "
-        "could reach here; `% of floor` is how close pdrl's step comes to it.",
+        "step over 28M parameters. The floor's GEMMs are bf16 where this CPU multiplies bf16 natively (where the "
+        "fast path uses bf16), float32 elsewhere (bf16 columns: n/a). `bare / floor` is the largest speed-up over the "
+        "float32 loop that pdrl's fast path could reach here; `% of floor` is how close pdrl's step comes to it.",
         "",
         "| threads | bf16 GEMMs (ms) | bf16 GFLOP/s | fp32 GEMMs (ms) | fused Adam (ms) | floor: GEMMs + Adam (ms) "
         "| bare / floor | pdrl: % of floor |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        floor = row["gemm_bf16"] + row["adam_fused"]
+        native_bf16 = not math.isnan(row["gemm_bf16"])
+        floor = (row["gemm_bf16"] if native_bf16 else row["gemm_fp32"]) + row["adam_fused"]
+        bf16 = "n/a | n/a"
+        if native_bf16:
+            bf16 = f"{row['gemm_bf16']:.1f} | {row['gflop_per_step'] / row['gemm_bf16'] * 1000:.0f}"
         lines.append(
-            f"| {row['threads']} | {row['gemm_bf16']:.1f} | {row['gflop_per_step'] / row['gemm_bf16'] * 1000:.0f} | "
+            f"| {row['threads']} | {bf16} | "
             f"{row['gemm_fp32']:.1f} | {row['adam_fused']:.1f} | {floor:.1f} | {row['bare_fp32'] / floor:.2f}x | "
             f"{floor / row['pdrl_fit']:.0%} |"
         )

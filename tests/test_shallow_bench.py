@@ -1,0 +1,43 @@
+"""The shallow task's benchmark scripts: the wall-time budget Lightning accepts, the floor's precision by CPU, and
+the machine named in every report (timings from two CPUs are not comparable)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import pytest
+from pytorch_lightning.callbacks import Timer
+
+from bench import machine, shallow_speed
+from bench.shallow_mnist import wall_time_budget
+
+
+@pytest.mark.parametrize("minutes, expected", [(5, "00:00:05:00"), (85, "00:01:25:00"), (115.9, "00:01:55:00")])
+def test_wall_time_budget_is_a_duration_that_lightning_accepts(minutes, expected):
+    assert wall_time_budget(minutes) == expected
+    assert Timer(duration=expected)._duration == minutes // 1 * 60
+
+
+def test_describe_names_the_cpu_and_whether_bf16_is_native():
+    text = machine.describe()
+    assert machine.cpu_model() in text and ("bf16 native" in text or "bf16 not native" in text)
+    assert machine.cpu_tag().startswith(shallow_speed.torch.backends.cpu.get_cpu_capability().lower())
+
+
+def report_row(gemm_bf16: float) -> dict:
+    return {
+        "threads": 1, "bare_fp32": 500.0, "pdrl_fit": 250.0, "probe_seconds": 12.0, "raw_fit_seconds": 5.0,
+        "load": 1.0, "gemm_bf16": gemm_bf16, "gemm_fp32": 300.0, "adam_fused": 20.0, "gflop_per_step": 21.5,
+        "rounds": {"bare_fp32": [500.0], "pdrl_fit": [250.0]},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("gemm_bf16, floor", [(math.nan, 320.0), (100.0, 120.0)])
+def test_the_floor_is_float32_where_bf16_is_not_native(tmp_path, gemm_bf16, floor):
+    args = argparse.Namespace(rounds=1, steps=10, out=tmp_path / "speed.md")
+    shallow_speed.write_report(args, [report_row(gemm_bf16)], (1.0, 1.0, 1.0))
+    text = args.out.read_text()
+    assert f"| {floor:.1f} | {500 / floor:.2f}x | {floor / 250:.0%} |" in text
+    assert machine.describe() in text
+    assert ("n/a | n/a" in text) == math.isnan(gemm_bf16)
