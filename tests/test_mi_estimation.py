@@ -6,10 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pytorch_lightning import Trainer, seed_everything
+from pytorch_lightning.loggers import Logger
 
 from bench.mi import mi as bench
 from bench.mi.mi import ESTIMATORS, Setting, ema, stage_statistics, train_ensemble, train_lean
-from pdrl.data.gaussians import statistical_floor
+from pdrl.data.gaussians import GaussianMIDataModule, statistical_floor
 from pdrl.fit import main as fit_main
 from pdrl.metrics import pointwise_errors
 from pdrl.tasks.mi_estimation import CRITICS, MIEstimation
@@ -160,6 +162,67 @@ def test_throughput_measures_three_loops_interleaved(tmp_path):
     assert all(0 < row["lightning_setup_s"] < 60 for row in rows)
     text = out.read_text()
     assert "lean / plain" in text and "plain -> lean -> lightning" in text and "lean -> lightning -> plain" in text
+
+
+class _MemoryLogger(Logger):
+    """Keeps every ``log_metrics`` call: what a dashboard would receive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[tuple[int, dict[str, float]]] = []
+
+    @property
+    def name(self) -> str:
+        return "memory"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:  # noqa: ANN001
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:  # noqa: ANN001
+        self.records.append((step, dict(metrics)))
+
+
+class _LogsEveryStep(MIEstimation):
+    """The module as it was: ``self.log`` on every training step."""
+
+    def loggers_write_this_step(self) -> bool:
+        return True
+
+
+def _fit_and_count_logs(module_class: type[MIEstimation]) -> tuple[_MemoryLogger, dict[str, float], int]:
+    seed_everything(0)
+    model = module_class(hidden_dims=[16], embed_dim=8)
+    calls = []
+    log = model.log
+    model.log = lambda name, *args, **kwargs: (calls.append(name), log(name, *args, **kwargs))[1]
+    logger = _MemoryLogger()
+    data = GaussianMIDataModule(dim=20, batch_size=16, mi_levels=[2.0, 4.0], steps_per_level=6, heldout_batches=1)
+    trainer = Trainer(
+        max_epochs=1,
+        logger=logger,
+        log_every_n_steps=5,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, data)
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    return logger, metrics, calls.count("train/mi")
+
+
+def test_training_metrics_are_logged_only_on_the_steps_the_loggers_write():
+    logger, metrics, mi_logs = _fit_and_count_logs(MIEstimation)
+    every_step_logger, every_step_metrics, every_step_mi_logs = _fit_and_count_logs(_LogsEveryStep)
+    assert (every_step_mi_logs, mi_logs) == (12, 3)  # steps 5 and 10 (log_every_n_steps 5) and the last, 12
+    assert [step for step, _ in logger.records] == [step for step, _ in every_step_logger.records]
+    for (_, record), (_, every_step_record) in zip(logger.records, every_step_logger.records, strict=True):
+        assert record == pytest.approx(every_step_record)  # the dashboard is unchanged
+    assert any("train/mi_error" in record for _, record in logger.records)
+    assert metrics == pytest.approx(every_step_metrics)  # callback_metrics hold the last step's values
 
 
 def test_bad_input_raises_one_clear_error(tmp_path):

@@ -102,15 +102,30 @@ class MIEstimation(LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
         loss, mi = self.estimate(batch)
-        self.log("train/loss", loss)
-        self.log("train/mi", mi)
-        self.log("train/true_mi", batch["mi"])
-        self.log("train/mi_error", mi - batch["mi"])
+        if self.loggers_write_this_step():
+            self.log_dict(
+                {"train/loss": loss, "train/mi": mi, "train/true_mi": batch["mi"], "train/mi_error": mi - batch["mi"]}
+            )
         outputs: dict[str, Any] = {"loss": loss, "mi": mi}
         if "heldout_x" in batch:
             outputs["pointwise"] = self.heldout_errors(batch["heldout_x"], batch["heldout_y"], batch["heldout_log_pd"])
             self.log_dict({f"pointwise/{name}": value.float() for name, value in outputs["pointwise"].items()})
         return outputs
+
+    def loggers_write_this_step(self) -> bool:
+        """Whether this training step's metrics reach the loggers: every ``trainer.log_every_n_steps``-th step (as
+        Lightning counts them), and the last step of the fit, so ``trainer.callback_metrics`` holds its values.
+
+        ``training_step`` logs only then. Each ``self.log`` call validates and copies its value whether or not the
+        step is written; on the small MI critic (0.3M parameters, a few ms per step on one CPU thread) a cProfile of
+        the Lightning engine put four calls per step above the backward pass (``bench/results/mi_throughput.md``
+        has the steps/s). The dashboards get the same metrics at the same steps either way
+        (``tests/test_mi_estimation.py`` checks it)."""
+        trainer = self.trainer
+        step = trainer.global_step + 1  # Lightning's own test: the steps taken once this batch has stepped
+        every = trainer.log_every_n_steps
+        last = trainer.is_last_batch or step == trainer.max_steps or trainer.should_stop
+        return last or (every > 0 and step % every == 0)
 
     @torch.no_grad()
     def heldout_errors(self, x: torch.Tensor, y: torch.Tensor, true_log_pd: torch.Tensor) -> dict[str, torch.Tensor]:
