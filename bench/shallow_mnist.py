@@ -7,10 +7,11 @@ bench/results/shallow_runs/, committed, so the tables below can always be rebuil
 ends the run at a step; ``--minutes`` at a wall-time budget, whichever comes first.
 
 ``parity`` tabulates the probe accuracy of the fast path against the float32 path (mean ± std over seeds);
-``protocol`` tabulates and plots the full-protocol curves of CPC, PCC and D-RFC. Both write to bench/results/.
+``protocol`` tabulates and plots the full-protocol curves of CPC, PCC and D-RFC. Both read the runs in ``--out`` and
+write to its parent folder (by default bench/results/).
 
-    python bench/shallow_mnist.py run --objective pcc --seed 0 --fast false --max-steps 2000 --probe-every 2000 \\
-        --tag parity_fp32_seed0 --root ../shared/data
+    python bench/shallow_mnist.py run --objective pcc --seed 0 --fast false --max-steps 2000 --probe-every 1000 \\
+        --tag parity_fastfalse_seed0 --root ../shared/data
     python bench/shallow_mnist.py parity
     python bench/shallow_mnist.py run --objective cpc --max-steps 21000 --probe-every 1000 --minutes 85 \\
         --tag protocol_cpc
@@ -93,28 +94,38 @@ def mean_std(values: list[float]) -> str:
 
 def parity(args: argparse.Namespace) -> None:
     runs = load_runs(args.out, "parity_")
+    if not runs:
+        raise SystemExit(f"No parity runs (parity_*.json) in {args.out}: run `bash bench/shallow_parity.sh` first.")
+    lengths = sorted({entry["steps"] for entry in runs})
+    probed = sorted(set.intersection(*({h["step"] for h in entry["history"]} for entry in runs)))
     lines = [
         "# Shallow MNIST: the fast path learns what the float32 path learns",
         "",
-        f"Machine: {machines(runs)}. Setting: `configs/shallow_mnist.yaml`, PCC, 1000 steps, probe (saga, the paper's "
-        "protocol) at step 0 and 1000 (2000 did not fit this session). `fast: true` is bf16 autocast + "
-        "torch.compile + fused Adam; `fast: false` is "
-        "float32 eager with the same Adam. Each seed sets the initial weights and the batch order of both paths.",
+        f"Machine: {machines(runs)}. Setting: `configs/shallow_mnist.yaml`, PCC, "
+        f"{' / '.join(str(n) for n in lengths)} steps, probe (saga, the paper's protocol) at steps "
+        f"{', '.join(str(step) for step in probed)}. `fast: true` is bf16 autocast (where the CPU has native bf16) + "
+        "torch.compile + fused Adam; `fast: false` is float32 eager with the same Adam. Each seed sets the initial "
+        "weights and the batch order of both paths. Accuracies: mean ± std over seeds.",
         "",
-        "| path | seeds | step 0 (untrained) | last step | wall time per run (min) | load avg (before/after) |",
-        "|---|---|---|---|---|---|",
+        "| path | seeds | threads | "
+        + " | ".join(f"step {step}" + (" (untrained)" if step == 0 else "") for step in probed)
+        + " | wall time per run (min) | load avg (before/after) |",
+        "|---|---|---|" + "---|" * len(probed) + "---|---|",
     ]
     for fast in (False, True):
         group = [entry for entry in runs if entry["fast"] == fast]
         if not group:
             continue
-        first = [entry["history"][0]["accuracy"] for entry in group]
-        last = [entry["history"][-1]["accuracy"] for entry in group]
+        accuracies = [
+            mean_std([next(h["accuracy"] for h in entry["history"] if h["step"] == step) for entry in group])
+            for step in probed
+        ]
         minutes = ", ".join(f"{entry['wall_seconds'] / 60:.1f}" for entry in group)
         loads = ", ".join(f"{entry['load_before']:.1f}/{entry['load_after']:.1f}" for entry in group)
-        name = "fast (bf16 + compile)" if fast else "float32"
+        threads = ", ".join(sorted({str(entry["threads"]) for entry in group}))
+        name = "fast" if fast else "float32"
         lines.append(
-            f"| {name} | {', '.join(str(e['seed']) for e in group)} | {mean_std(first)} | {mean_std(last)} | "
+            f"| {name} | {', '.join(str(e['seed']) for e in group)} | {threads} | {' | '.join(accuracies)} | "
             f"{minutes} | {loads} |"
         )
     lines += ["", "Per run:", ""]
@@ -122,7 +133,7 @@ def parity(args: argparse.Namespace) -> None:
               f"{e['steps']} steps, {e['wall_seconds']:.0f} s" for e in runs]  # fmt: skip
     raw = {e["raw_pixel_accuracy"] for e in runs}
     lines += ["", f"Raw top-half pixels, same protocol: {', '.join(f'{r:.4f}' for r in raw)}.", ""]
-    (RESULTS / "shallow_parity.md").write_text("\n".join(lines))
+    (args.out.parent / "shallow_parity.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 
@@ -161,7 +172,7 @@ def protocol(args: argparse.Namespace) -> None:
     axes.set(xlabel="training step", ylabel="linear probe test accuracy", title="Shallow MNIST, 2-core CPU")
     axes.legend()
     figure.tight_layout()
-    figure.savefig(RESULTS / "shallow_mnist.png", dpi=120)
+    figure.savefig(args.out.parent / "shallow_mnist.png", dpi=120)
     lines += ["", f"Raw top-half pixels: {raw:.4f}. Curve: `shallow_mnist.png`. Commands:", ""]
     lines += [f"- `{entry['command']}`" for entry in runs]
     lines += ["", "How each run ended:", ""]
@@ -173,7 +184,7 @@ def protocol(args: argparse.Namespace) -> None:
         )
         note = f"; {entry['provenance']}" if "provenance" in entry else ""
         lines.append(f"- {entry['objective'].upper()}: {ended}{note}.")
-    (RESULTS / "shallow_mnist.md").write_text("\n".join(lines) + "\n")
+    (args.out.parent / "shallow_mnist.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -187,7 +198,12 @@ if __name__ == "__main__":
     parser.add_argument("--minutes", type=float, default=59.0, help="wall-time budget of the training")
     parser.add_argument("--probe-every", type=int, default=1000)
     parser.add_argument("--root", default="../shared/data", help="folder holding MNIST/raw")
-    parser.add_argument("--out", type=Path, default=RESULTS / "shallow_runs", help="folder of the runs' JSON files")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS / "shallow_runs",
+        help="folder of the runs' JSON files; the reports (parity, protocol) go to its parent folder",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tag", default=None)
     arguments = parser.parse_args()

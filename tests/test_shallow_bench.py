@@ -4,12 +4,13 @@ the machine named in every report (timings from two CPUs are not comparable)."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 
 import pytest
 from pytorch_lightning.callbacks import Timer
 
-from bench import machine, shallow_speed
+from bench import machine, shallow_mnist, shallow_speed
 from bench.shallow_mnist import wall_time_budget
 
 
@@ -41,3 +42,28 @@ def test_the_floor_is_float32_where_bf16_is_not_native(tmp_path, gemm_bf16, floo
     assert f"| {floor:.1f} | {500 / floor:.2f}x | {floor / 250:.0%} |" in text
     assert machine.describe() in text
     assert ("n/a | n/a" in text) == math.isnan(gemm_bf16)
+
+
+def parity_run(seed: int, fast: bool, accuracies: list[float]) -> dict:
+    history = [{"step": 1000 * index, "accuracy": accuracy} for index, accuracy in enumerate(accuracies)]
+    return {
+        "seed": seed, "fast": fast, "steps": 1000 * (len(accuracies) - 1), "history": history, "threads": 2,
+        "wall_seconds": 600.0, "load_before": 0.5, "load_after": 1.5, "raw_pixel_accuracy": 0.8486,
+        "machine": "test CPU", "command": f"run --seed {seed} --fast {str(fast).lower()}",
+    }  # fmt: skip
+
+
+def test_parity_tabulates_every_probed_step_as_mean_and_std_over_seeds(tmp_path):
+    runs = tmp_path / "shallow_runs"
+    runs.mkdir()
+    for seed, offset in enumerate((0.0, 0.002, 0.004)):
+        for fast in (False, True):
+            entry = parity_run(seed, fast, [0.8486, 0.860 + offset, 0.866 + offset + 0.001 * fast])
+            (runs / f"parity_fast{str(fast).lower()}_seed{seed}.json").write_text(json.dumps(entry))
+    shallow_mnist.parity(argparse.Namespace(out=runs))
+    text = (tmp_path / "shallow_parity.md").read_text()  # beside the runs' folder, not in bench/results
+    assert "2000 steps" in text and "step 0 (untrained) | step 1000 | step 2000 |" in text
+    assert "| float32 | 0, 1, 2 | 2 | 0.8486 ± 0.0000 | 0.8620 ± 0.0020 | 0.8680 ± 0.0020 |" in text
+    assert "| fast | 0, 1, 2 | 2 | 0.8486 ± 0.0000 | 0.8620 ± 0.0020 | 0.8690 ± 0.0020 |" in text
+    with pytest.raises(SystemExit, match="No parity runs"):
+        shallow_mnist.parity(argparse.Namespace(out=tmp_path / "empty"))
