@@ -158,7 +158,7 @@ def test_throughput_measures_three_loops_interleaved(tmp_path):
     out = tmp_path / "throughput.md"
     rows = bench.main(["throughput", "--steps", "20", "--rounds", "2", "--hidden-dims", "8", "--out", str(out)])
     assert len(rows) == 2 and all(row[loop] > 0 for row in rows for loop in ("plain", "lean", "lightning"))
-    # the setup is timed (fit start to first batch), not extrapolated from the steady rate, so it is never negative
+    # the setup is timed (Trainer built to first batch), not extrapolated from the steady rate: never negative
     assert all(0 < row["lightning_setup_s"] < 60 for row in rows)
     text = out.read_text()
     assert "lean / plain" in text and "plain -> lean -> lightning" in text and "lean -> lightning -> plain" in text
