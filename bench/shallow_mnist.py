@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> None:
         "--trainer.max_steps", str(args.max_steps),
         "--trainer.max_time", wall_time_budget(args.minutes),
         "--trainer.logger", "pytorch_lightning.loggers.CSVLogger",
-        "--trainer.logger.save_dir", str(args.out / "logs"), "--trainer.logger.name", args.tag,
-        "--trainer.default_root_dir", str(args.out / args.tag),
+        "--trainer.logger.save_dir", str(args.workdir / "logs"), "--trainer.logger.name", args.tag,
+        "--trainer.default_root_dir", str(args.workdir / args.tag),
         "--trainer.enable_progress_bar", "false",
         "--trainer.callbacks.init_args.every_n_steps", str(args.probe_every),
     ])  # fmt: skip
@@ -203,6 +203,12 @@ if __name__ == "__main__":
         type=Path,
         default=RESULTS / "shallow_runs",
         help="folder of the runs' JSON files; the reports (parity, protocol) go to its parent folder",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("runs/bench_shallow"),
+        help="folder of the runs' checkpoints and CSV logs (not committed; kept apart from --out)",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tag", default=None)
