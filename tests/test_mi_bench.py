@@ -128,3 +128,28 @@ def test_lean_adam_is_adam_without_the_per_step_probe():
     for weight, copy in zip(weights, copies, strict=True):
         torch.testing.assert_close(weight, copy)
     assert "_accelerator_graph_capture_health_check" in vars(lean)
+
+
+def test_compiled_ensemble_follows_the_eager_one_and_its_command_reruns_compiled(tmp_path, monkeypatch):
+    compiled_modules = []
+    real_compile = torch.compile
+
+    def spy(module, *args, **kwargs):
+        compiled_modules.append(type(module).__name__)
+        return real_compile(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    arguments = ["sweep", "--estimators", "cpc", "drfc", "--tasks", "gaussian", "--critic", "joint", "--window", "10"]
+    arguments += [*TINY, "--hidden-dims", "16", "8", "--heldout-batches", "1"]
+    bench.main([*arguments, "--out", str(tmp_path / "eager")])
+    assert compiled_modules == []
+    bench.main([*arguments, "--compile", "--out", str(tmp_path / "compiled")])
+    assert compiled_modules == ["StackedConcatCritics"]
+    for name in ("gaussian__joint_16-8__cpc__s0", "gaussian__joint_16-8__drfc__s0"):
+        eager = np.load(tmp_path / "eager" / "runs" / f"{name}.npz")["estimates"]
+        compiled = np.load(tmp_path / "compiled" / "runs" / f"{name}.npz")["estimates"]
+        np.testing.assert_allclose(compiled, eager, rtol=1e-3, atol=1e-3)
+        meta = json.loads((tmp_path / "compiled" / "runs" / f"{name}.json").read_text())
+        assert meta["engine"] == "ensemble of 2, compiled" and "--engine ensemble --compile" in meta["command"]
+    with pytest.raises(SystemExit, match="--compile compiles the ensemble"):
+        bench.main([*arguments, "--compile", "--engine", "lean", "--out", str(tmp_path / "lean")])

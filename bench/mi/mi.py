@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
         "--engine", choices=ENGINES, default="ensemble",
         help="ensemble: all estimators side by side, critics stacked; lean: one plain loop each; lightning: Trainer",
     )  # fmt: skip
+    sweep.add_argument(
+        "--compile", action="store_true", help="ensemble engine: torch.compile the stacked critics (same float32 math)"
+    )
     sweep.add_argument("--skip-existing", action="store_true", help="keep runs already saved in --out")
     sweep.add_argument("--window", type=int, default=1000, help="last steps of each stage in the statistics")
     sweep.add_argument("--wandb", action="store_true", help="log runs and report to W&B (project pdrl)")
@@ -158,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> Any:
         command = shlex.join(["python", "-m", "bench.mi", *argv])
         return run_throughput(args.out, args.estimator, setting, args.rounds, command)
     estimators = _estimators(args.estimators)
+    if args.compile and args.engine != "ensemble":
+        raise SystemExit(
+            f"--compile compiles the ensemble engine's stacked critics; drop it for --engine {args.engine}."
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         for task in args.tasks:
@@ -167,7 +174,11 @@ def main(argv: Sequence[str] | None = None) -> Any:
                 if not (args.skip_existing and (args.out / "runs" / f"{run_name(setting, name)}.json").exists())
             ]  # fmt: skip
             if args.engine == "ensemble":
-                results = run_ensemble(todo, setting, args.out, args.device, args.wandb, args.window) if todo else []
+                results = (
+                    run_ensemble(todo, setting, args.out, args.device, args.wandb, args.window, args.compile)
+                    if todo
+                    else []
+                )
             else:
                 results = [
                     run_one(name, setting, args.out, args.engine, args.device, args.wandb, args.window) for name in todo

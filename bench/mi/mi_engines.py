@@ -128,6 +128,7 @@ def train_ensemble(
     stream: MIStaircase,
     device: str = "cpu",
     progress_every: int = 0,
+    compile_critics: bool = False,
 ) -> list[RunResult]:
     """Train several estimators side by side on the *same* stream, their critics batched.
 
@@ -137,8 +138,13 @@ def train_ensemble(
     alone (``tests/test_mi_estimation.py`` checks it against :func:`train_lean`) while the per-step Python
     overhead is paid once. An estimator whose loss turns non-finite is dropped from the sum from then on
     (its estimates become NaN) and the others go on.
+
+    ``compile_critics`` runs the stacked critics through ``torch.compile``, which fuses the joint critic's
+    broadcast add and ReLUs with their backward (1.4x faster at hidden 128-128, 7 estimators, 2 threads): the
+    same float32 operations, summed in another order, so a run drifts from the eager one by rounding only.
     """
     critics = stack_critics(models).to(device)
+    score = torch.compile(critics) if compile_critics else critics
     objectives = [model.objective.to(device) for model in models]
     optimizer = lean_adam(critics.parameters(), models[0].lr)
     count = len(models)
@@ -149,7 +155,7 @@ def train_ensemble(
     start = time.perf_counter()
     for step, batch in enumerate(stream):
         batch = {name: value.to(device) for name, value in batch.items()}
-        scores = critics(batch["x"], batch["y"])
+        scores = score(batch["x"], batch["y"])
         losses = []
         for index, objective in enumerate(objectives):
             if diverged_at[index] is not None:
@@ -168,7 +174,7 @@ def train_ensemble(
         if "heldout_x" in batch:
             with torch.no_grad():
                 heldout = torch.stack(
-                    [critics(x, y) for x, y in zip(batch["heldout_x"], batch["heldout_y"], strict=True)]
+                    [score(x, y) for x, y in zip(batch["heldout_x"], batch["heldout_y"], strict=True)]
                 )
             for index, objective in enumerate(objectives):
                 if diverged_at[index] is None:

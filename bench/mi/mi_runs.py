@@ -24,11 +24,17 @@ ENGINES = ("ensemble", "lean", "lightning")
 
 
 def rerun_command(
-    setting: Setting, estimators: list[str], engine: str, out: Path, device: str, window: int = 1000
+    setting: Setting,
+    estimators: list[str],
+    engine: str,
+    out: Path,
+    device: str,
+    window: int = 1000,
+    compile_critics: bool = False,
 ) -> str:
     """The ``python -m bench.mi sweep`` command that trains exactly these runs again (and reports them
     over the last ``window`` steps of each stage)."""
-    words = ["python", "-m", "bench.mi", "sweep", "--engine", engine]
+    words = ["python", "-m", "bench.mi", "sweep", "--engine", engine, *(["--compile"] if compile_critics else [])]
     words += ["--critic", "joint" if setting.critic == "concat" else "separable"]
     words += ["--hidden-dims", *map(str, setting.hidden_dims), "--embed-dim", str(setting.embed_dim)]
     words += ["--batch-size", str(setting.batch_size), "--lr", f"{setting.lr:g}", "--dim", str(setting.dim)]
@@ -78,14 +84,23 @@ def run_one(
 
 
 def run_ensemble(
-    estimators: list[str], setting: Setting, out: Path, device: str, use_wandb: bool, window: int = 1000
+    estimators: list[str],
+    setting: Setting,
+    out: Path,
+    device: str,
+    use_wandb: bool,
+    window: int = 1000,
+    compile_critics: bool = False,
 ) -> list[RunResult]:
     """Train ``estimators`` side by side (:func:`train_ensemble`) and save each run in ``out/runs``."""
     models = [setting.model(ESTIMATORS[estimator]) for estimator in estimators]
-    results = train_ensemble(models, setting.stream(), device, progress_every=setting.steps_per_level)
-    command = rerun_command(setting, estimators, "ensemble", out, device, window)
+    results = train_ensemble(
+        models, setting.stream(), device, progress_every=setting.steps_per_level, compile_critics=compile_critics
+    )
+    command = rerun_command(setting, estimators, "ensemble", out, device, window, compile_critics)
+    engine = f"ensemble of {len(estimators)}{', compiled' if compile_critics else ''}"
     for estimator, result in zip(estimators, results, strict=True):
-        save_run(out, estimator, setting, result, f"ensemble of {len(estimators)}", device, command)
+        save_run(out, estimator, setting, result, engine, device, command)
         if use_wandb:
             import wandb
 
