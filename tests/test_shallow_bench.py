@@ -26,6 +26,16 @@ def test_describe_names_the_cpu_and_whether_bf16_is_native():
     assert machine.cpu_tag().startswith(shallow_speed.torch.backends.cpu.get_cpu_capability().lower())
 
 
+@pytest.mark.parametrize("amx, bf16, expected", [(True, True, "avx512_amx_bf16"), (False, True, "avx512_bf16"),
+                                                 (False, False, "avx512")])  # fmt: skip
+def test_cpu_tag_keeps_amx_machines_apart(monkeypatch, amx, bf16, expected):
+    """An AMX CPU multiplies bf16 several times faster than AVX512-BF16 alone: its timings must not overwrite those."""
+    monkeypatch.setattr(machine.torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(machine, "has_amx", lambda: amx)
+    monkeypatch.setattr(machine, "bf16_is_fast", lambda device: bf16)
+    assert machine.cpu_tag() == expected
+
+
 def report_row(gemm_bf16: float) -> dict:
     return {
         "threads": 1, "bare_fp32": 500.0, "pdrl_fit": 250.0, "probe_seconds": 12.0, "raw_fit_seconds": 5.0,
