@@ -16,7 +16,7 @@ BENCH = PACKAGE.parent / "bench"
 GROUND = {"distributed", "errors"}
 EVERYTHING = {
     "distributed", "errors", "contracts", "metrics", "losses", "nets", "heads", "data", "tasks",
-    "checkpointing", "wandb_setup", "cpu_allocator", "callbacks", "fit",
+    "checkpointing", "wandb_setup", "cpu_allocator", "cpu_denormals", "callbacks", "fit",
 }  # fmt: skip
 ALLOWED = {
     "__init__": set(),
@@ -26,12 +26,13 @@ ALLOWED = {
     "metrics": set(),
     "wandb_setup": set(),
     "cpu_allocator": set(),
+    "cpu_denormals": set(),
     "checkpointing": {"errors"},
     "losses": GROUND,
     "nets": GROUND,
     "data": GROUND,
     "heads": GROUND | {"losses", "nets"},
-    "tasks": GROUND | {"losses", "heads", "nets", "metrics", "data"},
+    "tasks": GROUND | {"losses", "heads", "nets", "metrics", "data", "cpu_denormals"},
     "callbacks": GROUND | {"contracts", "metrics", "wandb_setup", "checkpointing", "tasks"},
     "fit": EVERYTHING - {"fit"},
 }

@@ -6,6 +6,7 @@ import torch
 from pytorch_lightning import LightningModule
 from torch import nn
 
+from pdrl.cpu_denormals import flush_denormals
 from pdrl.errors import ConfigError
 from pdrl.losses import build_objective
 from pdrl.tasks.names import ObjectiveName
@@ -38,7 +39,9 @@ class RepresentationLearning(LightningModule):
 
     The fast path (``fast: true``, one key): the encoders run under bf16 autocast where the device multiplies
     bf16 natively (CUDA, or a CPU with AVX512-BF16/AMX; otherwise float32), their forward is compiled with
-    ``torch.compile``, and Adam is the fused kernel. Weights, optimizer state, the critic's scores and the loss stay
+    ``torch.compile``, Adam is the fused kernel, and on a CPU denormal floats are flushed to zero on every torch
+    thread while ``fit`` runs (``pdrl.cpu_denormals``: Adam's running means turn denormal in long runs, which made
+    the fused Adam step 6x slower on the shallow task). Weights, optimizer state, the critic's scores and the loss stay
     float32 (float64 under ``--trainer.precision 64-true``). ``bench/shallow_speed.py`` measures it and
     ``bench/results/shallow_parity.md`` shows it learns what the float32 path learns. ``--model.fast false`` is
     plain float32 eager PyTorch.
@@ -74,6 +77,14 @@ class RepresentationLearning(LightningModule):
         self.lr = lr
         self.fast = fast
         self._compiled_encode = None
+
+    def on_fit_start(self) -> None:
+        self._flushed_denormals = self.fast and self.device.type == "cpu" and flush_denormals(True) > 0
+
+    def on_fit_end(self) -> None:
+        if getattr(self, "_flushed_denormals", False):
+            flush_denormals(False)  # the process's other work gets its floats back as they were
+            self._flushed_denormals = False
 
     def _use_bf16(self) -> bool:
         return self.fast and bf16_is_fast(self.device)

@@ -1,0 +1,68 @@
+"""``pdrl.cpu_denormals.flush_denormals``: denormal floats read as zero on every torch thread, not only the caller's,
+and the shallow task's fast path turns it on for ``fit`` and off after."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pdrl.cpu_denormals import flush_denormals, loaded_openmp_runtime
+from pdrl.heads import BilinearCritic
+from pdrl.nets.realnvp import RealNVP
+from pdrl.tasks.representation import RepresentationLearning
+
+DENORMAL = 1e-39  # below float32's smallest normal number, 1.18e-38
+pytestmark = pytest.mark.skipif(
+    not torch.set_flush_denormal(False), reason="this CPU has no flush-to-zero mode (torch: x86 with SSE3 only)"
+)
+
+
+def denormals_left(threads: int = 2) -> int:
+    """How many of 2^20 denormal inputs survive a multiplication by one that torch splits over ``threads`` threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return int((torch.full((1 << 20,), DENORMAL) * 1.0).count_nonzero())
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def denormals_kept_after_each_test():
+    yield
+    torch.set_num_threads(2)
+    flush_denormals(False)
+
+
+def test_denormals_survive_by_default():
+    assert denormals_left() == 1 << 20
+
+
+def test_every_thread_flushes_denormals_not_only_the_calling_one():
+    torch.set_num_threads(2)
+    assert loaded_openmp_runtime() is not None
+    assert flush_denormals(True) == 2
+    assert denormals_left(threads=2) == 0  # torch.set_flush_denormal alone leaves the second thread's half
+    assert flush_denormals(False) == 2
+    assert denormals_left(threads=2) == 1 << 20
+
+
+def make_task(fast: bool) -> RepresentationLearning:
+    return RepresentationLearning(RealNVP(8, 2, (16,)), RealNVP(8, 2, (16,), seed=1), BilinearCritic(8, 8), fast=fast)
+
+
+def test_the_fast_path_flushes_denormals_while_fit_runs_and_restores_them_after():
+    torch.set_num_threads(2)
+    task = make_task(fast=True)
+    task.on_fit_start()
+    assert denormals_left() == 0
+    task.on_fit_end()
+    assert denormals_left() == 1 << 20
+
+
+def test_the_float32_path_leaves_denormals_alone():
+    torch.set_num_threads(2)
+    task = make_task(fast=False)
+    task.on_fit_start()
+    assert denormals_left() == 1 << 20
+    task.on_fit_end()
