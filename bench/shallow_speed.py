@@ -41,8 +41,14 @@ from pdrl.tasks.representation import bf16_is_fast  # noqa: E402
 CONFIG = Path(__file__).parents[1] / "configs" / "shallow_mnist.yaml"
 
 
-def bare_fp32_loop(batches: list[tuple[torch.Tensor, torch.Tensor]]):
-    """A closure that runs ``k`` plain float32 steps of the same model and returns nothing."""
+def bare_fp32_loop(batches: list[tuple[torch.Tensor, torch.Tensor]], checkpoint: dict | None = None, flush=False):
+    """A closure that runs ``k`` plain float32 steps of the same model and returns nothing.
+
+    ``checkpoint``: a ``pdrl.fit`` checkpoint of the same model whose weights and Adam state the loop starts from
+    (Adam's own settings stay the loop's: single-tensor, not fused). ``flush``: denormals flushed to zero on every
+    thread while the loop runs (``pdrl.cpu_denormals``), the one part of the fast path that float32 can use too.
+    """
+    from pdrl.cpu_denormals import flush_denormals
     from pdrl.heads import BilinearCritic
     from pdrl.losses import PCCLoss
     from pdrl.nets.realnvp import RealNVP
@@ -50,10 +56,26 @@ def bare_fp32_loop(batches: list[tuple[torch.Tensor, torch.Tensor]]):
     torch.manual_seed(0)
     encoder_a, encoder_b = RealNVP(392, 30, (512, 512), 1e-4, 0), RealNVP(392, 30, (512, 512), 1e-4, 1)
     critic, objective = BilinearCritic(392, 392), PCCLoss()
-    modules = torch.nn.ModuleList([encoder_a, encoder_b, critic])
+    modules = torch.nn.ModuleDict({"encoder_a": encoder_a, "encoder_b": encoder_b, "critic": critic})
     optimizer = torch.optim.Adam(modules.parameters(), lr=1e-4)
+    if checkpoint is not None:  # the names and the parameter order of RepresentationLearning
+        modules.load_state_dict({key: value for key, value in checkpoint["state_dict"].items()
+                                 if key.split(".")[0] in modules})  # fmt: skip
+        own_settings = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+        optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+        for group, settings in zip(optimizer.param_groups, own_settings, strict=True):
+            group.update(settings)
 
     def run(steps: int) -> None:
+        if flush:
+            flush_denormals(True)
+        try:
+            steps_of(steps)
+        finally:
+            if flush:
+                flush_denormals(False)
+
+    def steps_of(steps: int) -> None:
         for step in range(steps):
             view_a, view_b = batches[step % len(batches)]
             optimizer.zero_grad()
@@ -61,6 +83,7 @@ def bare_fp32_loop(batches: list[tuple[torch.Tensor, torch.Tensor]]):
             loss.backward()
             optimizer.step()
 
+    run.modules, run.optimizer = modules, optimizer  # for tests: what the loop trains
     return run
 
 
@@ -110,8 +133,9 @@ def step_floor(threads: int, repeats: int = 20) -> dict[str, float]:
     return floor
 
 
-def pdrl_fit_runner(root: str):
-    """A closure that continues one ``pdrl.fit`` run of the shipped config by ``k`` more steps, and its CLI."""
+def pdrl_fit_runner(root: str, checkpoint: Path | None = None):
+    """A closure that continues one ``pdrl.fit`` run of the shipped config by ``k`` more steps, and its CLI; with
+    ``checkpoint``, the run starts from it (its first ``fit`` resumes it)."""
     from pytorch_lightning import LightningDataModule, LightningModule
 
     from pdrl.fit import PdrlCLI
@@ -127,7 +151,15 @@ def pdrl_fit_runner(root: str):
                   save_config_callback=None, run=False, args=arguments)  # fmt: skip
     trainer = cli.trainer
 
+    resume_from = [checkpoint]
+
     def run(steps: int) -> None:
+        if resume_from[0] is not None:
+            start = torch.load(resume_from[0], map_location="cpu", weights_only=False)["global_step"]
+            trainer.fit_loop.epoch_loop.max_steps = start + steps
+            trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume_from.pop())
+            resume_from.append(None)
+            return
         trainer.fit_loop.epoch_loop.max_steps = trainer.global_step + steps
         trainer.fit(cli.model, datamodule=cli.datamodule)
 
@@ -157,14 +189,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="steps per variant per round")
     parser.add_argument("--out", type=Path, default=None, help="default: results/shallow_speed_<CPU kind>.md")
+    parser.add_argument(
+        "--from-checkpoint", type=Path, default=None,
+        help="start both loops from this pdrl.fit checkpoint of the shallow MNIST model (weights and Adam state), "
+        "e.g. step 2000 of a protocol run: the steady state of a long run instead of a fresh model",
+    )  # fmt: skip
     args = parser.parse_args()
-    args.out = args.out or Path(__file__).parent / "results" / f"shallow_speed_{cpu_tag()}.md"
+    args.start_step = 0
+    if args.from_checkpoint is not None:
+        args.start_step = torch.load(args.from_checkpoint, map_location="cpu", weights_only=False)["global_step"]
+    start = "" if args.from_checkpoint is None else f"_from_step{args.start_step}"
+    args.out = args.out or Path(__file__).parent / "results" / f"shallow_speed_{cpu_tag()}{start}.md"
     load_before = os.getloadavg()
-    fit_run, cli = pdrl_fit_runner(args.root)
+    fit_run, cli = pdrl_fit_runner(args.root, args.from_checkpoint)
     cli.datamodule.setup()
     loader = cli.datamodule.train_dataloader()
     batches = [batch for _, batch in zip(range(20), loader, strict=False)]
-    variants = {"bare_fp32": bare_fp32_loop(batches), "pdrl_fit": fit_run}
+    start = None if args.from_checkpoint is None else torch.load(args.from_checkpoint, weights_only=False)
+    variants = {
+        "bare_fp32": bare_fp32_loop(batches, start),
+        "bare_fp32_flush": bare_fp32_loop(batches, start, flush=True),
+        "pdrl_fit": fit_run,
+    }
+    del start
     started = time.perf_counter()
     for run in variants.values():
         run(3)  # warm-up: torch.compile builds its kernels here
@@ -203,15 +250,23 @@ def write_report(args, rows: list[dict], load_before) -> None:
         f"Setting: configs/shallow_mnist.yaml (PCC, two 30-coupling RealNVPs 512-512, bilinear critic, batch 128). "
         f"{args.rounds} interleaved rounds of {args.steps} steps per variant; the median round is reported.",
         "",
-        "| threads | bare fp32 loop (ms/step) | pdrl.fit default (ms/step) | speed-up | probe, 70000 images (s) "
-        "| raw-pixel fit (s) | load after |",
-        "|---|---|---|---|---|---|---|",
+        "Start: "
+        + (
+            "a fresh model (step 0), as the config builds it."
+            if args.from_checkpoint is None
+            else f"the weights and Adam state of `{args.from_checkpoint}` (step {args.start_step}); every variant "
+            "continues from it."
+        ),
+        "",
+        "| threads | bare fp32 loop (ms/step) | bare fp32, denormals flushed (ms/step) | pdrl.fit default (ms/step) "
+        "| speed-up over bare | over bare flushed | probe, 70000 images (s) | raw-pixel fit (s) | load after |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['threads']} | {row['bare_fp32']:.1f} | {row['pdrl_fit']:.1f} | "
-            f"{row['bare_fp32'] / row['pdrl_fit']:.2f}x | {row['probe_seconds']:.1f} | {row['raw_fit_seconds']:.1f} | "
-            f"{row['load']:.2f} |"
+            f"| {row['threads']} | {row['bare_fp32']:.1f} | {row['bare_fp32_flush']:.1f} | {row['pdrl_fit']:.1f} | "
+            f"{row['bare_fp32'] / row['pdrl_fit']:.2f}x | {row['bare_fp32_flush'] / row['pdrl_fit']:.2f}x | "
+            f"{row['probe_seconds']:.1f} | {row['raw_fit_seconds']:.1f} | {row['load']:.2f} |"
         )
     lines += [
         "",

@@ -7,9 +7,11 @@ the shallow MNIST task (weights initialised with std 1e-4) 44% of Adam's ``exp_a
 denormals flushed (``bench/results/shallow_speed_avx512_amx_bf16.md``): it was over half of every step.
 
 ``torch.set_flush_denormal`` sets the flags (FTZ/DAZ) of the calling thread only, while torch's kernels run on
-its OpenMP threads too, so :func:`flush_denormals` also runs it on each thread of that pool, through the OpenMP
-runtime that torch itself loaded. Values below 1.2e-38 then read as zero. In a training step that changes nothing
-that matters: an Adam update from such a running mean is below 1e-30 of the learning rate.
+its OpenMP threads too, so :func:`flush_denormals` also runs it on each thread of that pool, through each OpenMP
+runtime loaded in the process (torch's wheel and scikit-learn's each bring their own libgomp; the first version
+reached only the first one mapped, scikit-learn's, and left half of a 2-thread step unflushed). Values below
+1.2e-38 then read as zero. In a training step that changes nothing that matters: an Adam update from such a
+running mean is below 1e-30 of the learning rate.
 """
 
 from __future__ import annotations
@@ -23,39 +25,40 @@ import torch
 OPENMP_RUNTIMES = ("libgomp", "libomp", "libiomp5")
 
 
-def loaded_openmp_runtime() -> str | None:
-    """The path of the OpenMP runtime loaded in this process (Linux: from /proc/self/maps), or None."""
+def loaded_openmp_runtimes() -> list[str]:
+    """The paths of the OpenMP runtimes loaded in this process (Linux: from /proc/self/maps), each once.
+
+    Often more than one: torch's wheel ships its own libgomp, and so does scikit-learn's.
+    """
     maps = Path("/proc/self/maps")
     if not maps.is_file():
-        return None
+        return []
+    runtimes = []
     for line in maps.read_text().splitlines():
         path = line.split()[-1]
-        if any(Path(path).name.startswith(name) for name in OPENMP_RUNTIMES):
-            return path
-    return None
+        if any(Path(path).name.startswith(name) for name in OPENMP_RUNTIMES) and path not in runtimes:
+            runtimes.append(path)
+    return runtimes
 
 
-def flush_denormals(enabled: bool = True) -> int:
-    """Set (or, with ``enabled=False``, clear) flush-to-zero on the calling thread and on each of torch's
-    ``torch.get_num_threads()`` OpenMP threads; returns on how many threads it was set (counting the calling one).
-
-    Returns 0 where the CPU has no such mode (``torch.set_flush_denormal`` answers False: not x86 with SSE3), and 1
-    where no OpenMP runtime is found (the calling thread only, e.g. a torch built without OpenMP).
+def flush_denormals(enabled: bool = True) -> bool:
+    """Set (or, with ``enabled=False``, clear) flush-to-zero on the calling thread and on every thread of each
+    OpenMP runtime loaded in the process (torch's, and any other such as scikit-learn's), each region run with
+    ``torch.get_num_threads()`` threads; False where the CPU has no such mode (``torch.set_flush_denormal``: x86
+    with SSE3 only), where nothing is changed. Where no OpenMP runtime is found (not Linux, or a torch built
+    without OpenMP) only the calling thread is set.
     """
     if not torch.set_flush_denormal(enabled):
-        return 0
-    runtime = loaded_openmp_runtime()
-    if runtime is None or torch.get_num_threads() < 2:
-        return 1
-    answers: list[bool] = []
+        return False
     body_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
     def body(_: int | None) -> None:  # runs once on each thread of the parallel region, the calling thread included
-        answers.append(torch.set_flush_denormal(enabled))
+        torch.set_flush_denormal(enabled)
 
     callback = body_type(body)
-    parallel = ctypes.CDLL(runtime).GOMP_parallel  # CDLL releases the GIL during the call, so each thread can run body
-    parallel.argtypes = [body_type, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
-    parallel.restype = None
-    parallel(callback, None, torch.get_num_threads(), 0)
-    return sum(answers)
+    for runtime in loaded_openmp_runtimes():
+        parallel = ctypes.CDLL(runtime).GOMP_parallel  # CDLL releases the GIL during the call: each thread runs body
+        parallel.argtypes = [body_type, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        parallel.restype = None
+        parallel(callback, None, torch.get_num_threads(), 0)
+    return True

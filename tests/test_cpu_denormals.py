@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pdrl.cpu_denormals import flush_denormals, loaded_openmp_runtime
+from pdrl.cpu_denormals import flush_denormals, loaded_openmp_runtimes
 from pdrl.heads import BilinearCritic
 from pdrl.nets.realnvp import RealNVP
 from pdrl.tasks.representation import RepresentationLearning
@@ -40,11 +40,29 @@ def test_denormals_survive_by_default():
 
 def test_every_thread_flushes_denormals_not_only_the_calling_one():
     torch.set_num_threads(2)
-    assert loaded_openmp_runtime() is not None
-    assert flush_denormals(True) == 2
+    assert loaded_openmp_runtimes()
+    assert flush_denormals(True)
     assert denormals_left(threads=2) == 0  # torch.set_flush_denormal alone leaves the second thread's half
-    assert flush_denormals(False) == 2
+    assert flush_denormals(False)
     assert denormals_left(threads=2) == 1 << 20
+
+
+@pytest.mark.parametrize("order", ["as mapped", "torch's last"])
+def test_torchs_threads_flush_denormals_also_with_scikit_learns_openmp_runtime_loaded(monkeypatch, order):
+    """The linear probe loads scikit-learn, whose wheel brings a second libgomp (mapped before torch's in a real run);
+    torch's threads must flush whichever comes first."""
+    from sklearn.decomposition import _cdnmf_fast  # noqa: F401  (a module linked against scikit-learn's libgomp)
+
+    import pdrl.cpu_denormals
+
+    torch.set_num_threads(2)
+    runtimes = loaded_openmp_runtimes()
+    assert len(runtimes) == 2 and any("torch" in path for path in runtimes), runtimes
+    if order == "torch's last":
+        runtimes.sort(key=lambda path: "torch" in path)
+        monkeypatch.setattr(pdrl.cpu_denormals, "loaded_openmp_runtimes", lambda: runtimes)
+    assert flush_denormals(True)
+    assert denormals_left(threads=2) == 0
 
 
 def make_task(fast: bool) -> RepresentationLearning:

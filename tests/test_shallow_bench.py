@@ -38,7 +38,8 @@ def test_cpu_tag_keeps_amx_machines_apart(monkeypatch, amx, bf16, expected):
 
 def report_row(gemm_bf16: float) -> dict:
     return {
-        "threads": 1, "bare_fp32": 500.0, "pdrl_fit": 250.0, "probe_seconds": 12.0, "raw_fit_seconds": 5.0,
+        "threads": 1, "bare_fp32": 500.0, "bare_fp32_flush": 400.0, "pdrl_fit": 250.0, "probe_seconds": 12.0,
+        "raw_fit_seconds": 5.0,
         "load": 1.0, "gemm_bf16": gemm_bf16, "gemm_fp32": 300.0, "adam_fused": 20.0, "gflop_per_step": 21.5,
         "rounds": {"bare_fp32": [500.0], "pdrl_fit": [250.0]},
     }  # fmt: skip
@@ -46,9 +47,10 @@ def report_row(gemm_bf16: float) -> dict:
 
 @pytest.mark.parametrize("gemm_bf16, floor", [(math.nan, 320.0), (100.0, 120.0)])
 def test_the_floor_is_float32_where_bf16_is_not_native(tmp_path, gemm_bf16, floor):
-    args = argparse.Namespace(rounds=1, steps=10, out=tmp_path / "speed.md")
+    args = argparse.Namespace(rounds=1, steps=10, out=tmp_path / "speed.md", from_checkpoint=None, start_step=0)
     shallow_speed.write_report(args, [report_row(gemm_bf16)], (1.0, 1.0, 1.0))
     text = args.out.read_text()
+    assert "| 1 | 500.0 | 400.0 | 250.0 | 2.00x | 1.60x |" in text and "a fresh model (step 0)" in text
     assert f"| {floor:.1f} | {500 / floor:.2f}x | {floor / 250:.0%} |" in text
     assert machine.describe() in text
     assert ("n/a | n/a" in text) == math.isnan(gemm_bf16)
@@ -77,3 +79,27 @@ def test_parity_tabulates_every_probed_step_as_mean_and_std_over_seeds(tmp_path)
     assert "| fast | 0, 1, 2 | 2 | 0.8486 ± 0.0000 | 0.8620 ± 0.0020 | 0.8690 ± 0.0020 |" in text
     with pytest.raises(SystemExit, match="No parity runs"):
         shallow_mnist.parity(argparse.Namespace(out=tmp_path / "empty"))
+
+
+def test_the_bare_loop_starts_from_a_checkpoints_weights_and_adam_state_with_its_own_adam_settings():
+    from pdrl.heads import BilinearCritic
+    from pdrl.nets.realnvp import RealNVP
+    from pdrl.tasks.representation import RepresentationLearning
+
+    torch = shallow_speed.torch
+    torch.manual_seed(1)
+    encoders = [RealNVP(392, 30, (512, 512), 1e-2, seed) for seed in (0, 1)]
+    task = RepresentationLearning(*encoders, BilinearCritic(392, 392), objective="pcc", fast=False)  # not compiled
+    optimizer = torch.optim.Adam(task.parameters(), lr=1e-4, fused=True)  # fused, as pdrl.fit's fast path
+    batch = (torch.rand(8, 392), torch.rand(8, 392))
+    task.log = lambda *args, **kwargs: None
+    task.training_step(batch, 0).backward()
+    optimizer.step()
+    checkpoint = {"state_dict": task.state_dict(), "optimizer_states": [optimizer.state_dict()]}
+    run = shallow_speed.bare_fp32_loop([batch], checkpoint)
+    for name, value in task.state_dict().items():
+        assert torch.equal(run.modules.state_dict()[name], value), name
+    loaded = [run.optimizer.state[parameter]["exp_avg"] for parameter in run.modules.parameters()]
+    saved = [optimizer.state[parameter]["exp_avg"] for parameter in task.parameters()]
+    assert len(loaded) == len(saved) and all(torch.equal(a, b) for a, b in zip(loaded, saved, strict=True))
+    assert not run.optimizer.param_groups[0]["fused"]  # the naive loop keeps the naive Adam

@@ -79,7 +79,7 @@ class RepresentationLearning(LightningModule):
         self._compiled_encode = None
 
     def on_fit_start(self) -> None:
-        self._flushed_denormals = self.fast and self.device.type == "cpu" and flush_denormals(True) > 0
+        self._flushed_denormals = self.fast and self.device.type == "cpu" and flush_denormals(True)
 
     def on_fit_end(self) -> None:
         if getattr(self, "_flushed_denormals", False):
