@@ -69,18 +69,39 @@ def make_task(fast: bool) -> RepresentationLearning:
     return RepresentationLearning(RealNVP(8, 2, (16,)), RealNVP(8, 2, (16,), seed=1), BilinearCritic(8, 8), fast=fast)
 
 
-def test_the_fast_path_flushes_denormals_while_fit_runs_and_restores_them_after():
+@pytest.mark.parametrize("ending", ["on_fit_end", "on_exception"])
+def test_the_fast_path_flushes_denormals_while_fit_runs_and_restores_them_after(ending):
     torch.set_num_threads(2)
     task = make_task(fast=True)
-    task.on_fit_start()
+    [callback] = task.configure_callbacks()
+    callback.on_fit_start(None, task)
     assert denormals_left() == 0
-    task.on_fit_end()
+    if ending == "on_fit_end":
+        callback.on_fit_end(None, task)
+    else:  # a fit that stops on an error (a NaN loss, a bad batch) gives the process its floats back too
+        callback.on_exception(None, task, RuntimeError("stopped"))
     assert denormals_left() == 1 << 20
 
 
 def test_the_float32_path_leaves_denormals_alone():
+    assert make_task(fast=False).configure_callbacks() == []
+
+
+def test_a_failing_fit_leaves_no_flush_behind(tmp_path):
+    """Through a real Trainer: the fit raises in its first step, and denormals survive again afterwards."""
+    from pytorch_lightning import Trainer
+
+    from pdrl.data.images import DigitsDataModule
+
+    class Failing(RepresentationLearning):
+        def training_step(self, batch, batch_idx):
+            assert denormals_left() == 0  # flushed while fit runs
+            raise RuntimeError("a failing step")
+
     torch.set_num_threads(2)
-    task = make_task(fast=False)
-    task.on_fit_start()
+    task = Failing(RealNVP(32, 2, (16,)), RealNVP(32, 2, (16,), seed=1), BilinearCritic(32, 32), fast=True)
+    trainer = Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    with pytest.raises(RuntimeError, match="a failing step"):
+        trainer.fit(task, datamodule=DigitsDataModule())
     assert denormals_left() == 1 << 20
-    task.on_fit_end()

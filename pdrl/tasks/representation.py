@@ -6,7 +6,7 @@ import torch
 from pytorch_lightning import LightningModule
 from torch import nn
 
-from pdrl.cpu_denormals import flush_denormals
+from pdrl.cpu_denormals import FlushDenormalsDuringFit
 from pdrl.errors import ConfigError
 from pdrl.losses import build_objective
 from pdrl.tasks.names import ObjectiveName
@@ -78,13 +78,8 @@ class RepresentationLearning(LightningModule):
         self.fast = fast
         self._compiled_encode = None
 
-    def on_fit_start(self) -> None:
-        self._flushed_denormals = self.fast and self.device.type == "cpu" and flush_denormals(True)
-
-    def on_fit_end(self) -> None:
-        if getattr(self, "_flushed_denormals", False):
-            flush_denormals(False)  # the process's other work gets its floats back as they were
-            self._flushed_denormals = False
+    def configure_callbacks(self) -> list:
+        return [FlushDenormalsDuringFit()] if self.fast else []
 
     def _use_bf16(self) -> bool:
         return self.fast and bf16_is_fast(self.device)
