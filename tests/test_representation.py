@@ -86,7 +86,7 @@ def test_quickstart_digits_runs_with_wandb_disabled_and_prints_the_probe(tmp_pat
 
 
 def test_quickstart_config_learns_features_that_beat_its_untrained_encoder_on_test(tmp_path):
-    # the shipped settings in full (bench/quickstart_tuning.py chose them on validation); about 15 s of CPU
+    # the shipped settings in full (bench/quickstart_tuning.py chose them on validation); about 16 s on 2 cores
     cli = main(["--config", str(CONFIGS / "quickstart_digits.yaml"), *csv_logger(tmp_path)])
     probe = probe_of(cli)
     untrained, learned = probe.history[0], probe.history[-1]
