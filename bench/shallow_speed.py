@@ -133,9 +133,9 @@ def step_floor(threads: int, repeats: int = 20) -> dict[str, float]:
     return floor
 
 
-def pdrl_fit_runner(root: str, checkpoint: Path | None = None):
+def pdrl_fit_runner(root: str, checkpoint: Path | None = None, start_step: int = 0):
     """A closure that continues one ``pdrl.fit`` run of the shipped config by ``k`` more steps, and its CLI; with
-    ``checkpoint``, the run starts from it (its first ``fit`` resumes it)."""
+    ``checkpoint`` (saved at ``start_step``), the run starts from it (its first ``fit`` resumes it)."""
     from pytorch_lightning import LightningDataModule, LightningModule
 
     from pdrl.fit import PdrlCLI
@@ -151,17 +151,11 @@ def pdrl_fit_runner(root: str, checkpoint: Path | None = None):
                   save_config_callback=None, run=False, args=arguments)  # fmt: skip
     trainer = cli.trainer
 
-    resume_from = [checkpoint]
-
     def run(steps: int) -> None:
-        if resume_from[0] is not None:
-            start = torch.load(resume_from[0], map_location="cpu", weights_only=False)["global_step"]
-            trainer.fit_loop.epoch_loop.max_steps = start + steps
-            trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume_from.pop())
-            resume_from.append(None)
-            return
-        trainer.fit_loop.epoch_loop.max_steps = trainer.global_step + steps
-        trainer.fit(cli.model, datamodule=cli.datamodule)
+        nonlocal checkpoint
+        trainer.fit_loop.epoch_loop.max_steps = (start_step if checkpoint else trainer.global_step) + steps
+        trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
+        checkpoint = None  # resumed once; later calls continue in memory
 
     return run, cli
 
@@ -195,17 +189,17 @@ def main() -> None:
         "e.g. step 2000 of a protocol run: the steady state of a long run instead of a fresh model",
     )  # fmt: skip
     args = parser.parse_args()
-    args.start_step = 0
+    start = None  # the checkpoint's contents, read once
     if args.from_checkpoint is not None:
-        args.start_step = torch.load(args.from_checkpoint, map_location="cpu", weights_only=False)["global_step"]
-    start = "" if args.from_checkpoint is None else f"_from_step{args.start_step}"
-    args.out = args.out or Path(__file__).parent / "results" / f"shallow_speed_{cpu_tag()}{start}.md"
+        start = torch.load(args.from_checkpoint, map_location="cpu", weights_only=False)
+    args.start_step = 0 if start is None else start["global_step"]
+    suffix = "" if start is None else f"_from_step{args.start_step}"
+    args.out = args.out or Path(__file__).parent / "results" / f"shallow_speed_{cpu_tag()}{suffix}.md"
     load_before = os.getloadavg()
-    fit_run, cli = pdrl_fit_runner(args.root, args.from_checkpoint)
+    fit_run, cli = pdrl_fit_runner(args.root, args.from_checkpoint, args.start_step)
     cli.datamodule.setup()
     loader = cli.datamodule.train_dataloader()
     batches = [batch for _, batch in zip(range(20), loader, strict=False)]
-    start = None if args.from_checkpoint is None else torch.load(args.from_checkpoint, weights_only=False)
     variants = {
         "bare_fp32": bare_fp32_loop(batches, start),
         "bare_fp32_flush": bare_fp32_loop(batches, start, flush=True),
