@@ -8,10 +8,12 @@ import json
 import math
 
 import pytest
+import torch
 from pytorch_lightning.callbacks import Timer
 
-from bench import machine, shallow_mnist, shallow_speed
+from bench import machine, shallow_mnist, shallow_paired_flows, shallow_speed
 from bench.shallow_mnist import wall_time_budget
+from pdrl.nets.realnvp import RealNVP
 
 
 @pytest.mark.parametrize("minutes, expected", [(5, "00:00:05:00"), (85, "00:01:25:00"), (115.9, "00:01:55:00")])
@@ -103,3 +105,23 @@ def test_the_bare_loop_starts_from_a_checkpoints_weights_and_adam_state_with_its
     saved = [optimizer.state[parameter]["exp_avg"] for parameter in task.parameters()]
     assert len(loaded) == len(saved) and all(torch.equal(a, b) for a, b in zip(loaded, saved, strict=True))
     assert not run.optimizer.param_groups[0]["fused"]  # the naive loop keeps the naive Adam
+
+
+def test_the_paired_flows_compute_what_the_two_flows_compute_one_after_the_other():
+    """bench/shallow_paired_flows.py's lockstep variant times the same computation: same outputs and gradients."""
+    torch.manual_seed(0)
+    flows = (RealNVP(10, 3, (8, 8), 0.3, 0), RealNVP(10, 3, (8, 8), 0.3, 1))
+    inputs = (torch.randn(5, 10), torch.randn(5, 10))
+    outputs, gradients = [], []
+    for forward in (shallow_paired_flows.separate_forward, shallow_paired_flows.paired_forward):
+        features = forward(*flows, *inputs)
+        (features[0] @ features[1].T).logsumexp(1).mean().backward()
+        outputs.append(features)
+        gradients.append([p.grad.clone() for flow in flows for p in flow.parameters()])
+        for flow in flows:
+            flow.zero_grad(set_to_none=True)
+    for separate, paired in zip(*outputs, strict=True):
+        torch.testing.assert_close(paired, separate)
+    assert not torch.allclose(outputs[0][0], outputs[0][1])  # the two flows differ: a swap would be caught
+    for separate, paired in zip(*gradients, strict=True):
+        torch.testing.assert_close(paired, separate)
