@@ -36,6 +36,7 @@ from bench.machine import describe  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 CONFIG = Path(__file__).parents[1] / "configs" / "shallow_mnist.yaml"
 PAPER_STEPS = 21000
+EARLIER = "earlier"  # a subfolder of the runs' folder: protocol runs that a rerun replaced in the table
 # runs from before the machine was recorded; bench/results/shallow_speed_avx512_bf16.md of the same days says which CPU
 UNRECORDED_MACHINE = "not recorded (an AVX512-BF16 x86_64 CPU, 2 cores: shallow_speed_avx512_bf16.md of those days)"
 
@@ -184,6 +185,17 @@ def protocol(args: argparse.Namespace) -> None:
         )
         note = f"; {entry['provenance']}" if "provenance" in entry else ""
         lines.append(f"- {entry['objective'].upper()}: {ended}{note}.")
+    earlier = load_runs(args.out / EARLIER, "protocol_")
+    if earlier:
+        folder = f"{args.out.name}/{EARLIER}/"
+        lines += ["", f"Earlier runs of the same protocol, replaced above by reruns (data in `{folder}`):", ""]
+        lines += [
+            f"- {entry['objective'].upper()}: {entry['steps']} steps in {entry['wall_seconds'] / 60:.1f} min on "
+            f"{entry.get('machine', UNRECORDED_MACHINE)}; probe at step 0 / 1000 / last: "
+            + " / ".join(f"{entry['history'][i]['accuracy']:.4f}" for i in (0, 1, -1))
+            + (f"; {entry['provenance']}" if "provenance" in entry else "")
+            for entry in earlier
+        ]
     (args.out.parent / "shallow_mnist.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

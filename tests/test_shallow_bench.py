@@ -83,6 +83,23 @@ def test_parity_tabulates_every_probed_step_as_mean_and_std_over_seeds(tmp_path)
         shallow_mnist.parity(argparse.Namespace(out=tmp_path / "empty"))
 
 
+def test_the_protocol_table_holds_the_current_runs_and_names_the_earlier_ones_apart(tmp_path):
+    runs = tmp_path / "shallow_runs"
+    (runs / shallow_mnist.EARLIER).mkdir(parents=True)
+    for folder, objective, curve in ((runs, "drfc", [0.8486, 0.8832, 0.9201]), (runs, "cpc", [0.8486, 0.8695, 0.8993]),
+                                     (runs / shallow_mnist.EARLIER, "drfc", [0.8486, 0.8825, 0.9155])):  # fmt: skip
+        entry = {**parity_run(0, True, curve), "objective": objective, "tag": f"protocol_{objective}"}
+        (folder / f"protocol_{objective}.json").write_text(json.dumps(entry))
+    shallow_mnist.protocol(argparse.Namespace(out=runs))
+    text = (tmp_path / "shallow_mnist.md").read_text()
+    assert text.count("| DRFC |") == 1 and text.count("| CPC |") == 1  # the earlier run is not a row of the table
+    assert "| DRFC | 2000 | 10.0 | 2 | test CPU | 0.5/1.5 | 0.8486 | 0.9201 | 0.9201 |" in text
+    earlier = text.split("Earlier runs of the same protocol")[1]
+    assert "`shallow_runs/earlier/`" in earlier and "- DRFC: 2000 steps in 10.0 min on test CPU" in earlier
+    assert "0.8486 / 0.8825 / 0.9155" in earlier and "0.9201" not in earlier
+    assert (tmp_path / "shallow_mnist.png").is_file()
+
+
 def test_the_bare_loop_starts_from_a_checkpoints_weights_and_adam_state_with_its_own_adam_settings():
     from pdrl.heads import BilinearCritic
     from pdrl.nets.realnvp import RealNVP
