@@ -130,7 +130,24 @@ def step_floor(threads: int, repeats: int = 20) -> dict[str, float]:
     for _ in range(5):
         adam.step()
     floor["adam_fused"] = (time.perf_counter() - begin) / 5 * 1000
+    floor["autocast_casts"] = autocast_casts(params[0].detach()) if "gemm_bf16" in dtypes else math.nan
     return floor
+
+
+def autocast_casts(weights: torch.Tensor, repeats: int = 5) -> float:
+    """ms of the two copies that bf16 autocast makes of every float32 weight in a step: the weights cast to bf16 for
+    the forward's matrix products, and their bf16 gradients cast back to float32 for Adam (memory-bound, into
+    buffers allocated once, as a caching allocator would hand them out)."""
+    as_bf16 = torch.empty_like(weights, dtype=torch.bfloat16)
+    back = torch.empty_like(weights)
+    for _ in range(2):
+        as_bf16.copy_(weights)
+        back.copy_(as_bf16)
+    begin = time.perf_counter()
+    for _ in range(repeats):
+        as_bf16.copy_(weights)
+        back.copy_(as_bf16)
+    return (time.perf_counter() - begin) / repeats * 1000
 
 
 def pdrl_fit_runner(root: str, checkpoint: Path | None = None, start_step: int = 0):
@@ -268,22 +285,28 @@ def write_report(args, rows: list[dict], load_before) -> None:
         f"{rows[0]['gflop_per_step']:.1f} GFLOP of matrix products timed alone, shape by shape, and one fused Adam "
         "step over 28M parameters. The floor's GEMMs are bf16 where this CPU multiplies bf16 natively (where the "
         "fast path uses bf16), float32 elsewhere (bf16 columns: n/a). `bare / floor` is the largest speed-up over the "
-        "float32 loop that pdrl's fast path could reach here; `% of floor` is how close pdrl's step comes to it.",
+        "float32 loop that pdrl's fast path could reach here; `% of floor` is how close pdrl's step comes to it. "
+        "The last three columns add what bf16 autocast itself costs on top (`autocast_casts`: every float32 weight "
+        "copied to bf16 and its bf16 gradient back to float32, once per step, memory-bound), which a step with "
+        "autocast cannot avoid; an optimizer that kept bf16 copies of the weights itself would.",
         "",
         "| threads | bf16 GEMMs (ms) | bf16 GFLOP/s | fp32 GEMMs (ms) | fused Adam (ms) | floor: GEMMs + Adam (ms) "
-        "| bare / floor | pdrl: % of floor |",
-        "|---|---|---|---|---|---|---|---|",
+        "| bare / floor | pdrl: % of floor | autocast casts (ms) | floor + casts (ms) | bare / (floor + casts) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         native_bf16 = not math.isnan(row["gemm_bf16"])
         floor = (row["gemm_bf16"] if native_bf16 else row["gemm_fp32"]) + row["adam_fused"]
         bf16 = "n/a | n/a"
+        with_casts = "n/a | n/a | n/a"
         if native_bf16:
             bf16 = f"{row['gemm_bf16']:.1f} | {row['gflop_per_step'] / row['gemm_bf16'] * 1000:.0f}"
+            casts = row.get("autocast_casts", math.nan)  # not measured before this column existed
+            with_casts = f"{casts:.1f} | {floor + casts:.1f} | {row['bare_fp32'] / (floor + casts):.2f}x"
         lines.append(
             f"| {row['threads']} | {bf16} | "
             f"{row['gemm_fp32']:.1f} | {row['adam_fused']:.1f} | {floor:.1f} | {row['bare_fp32'] / floor:.2f}x | "
-            f"{floor / row['pdrl_fit']:.0%} |"
+            f"{floor / row['pdrl_fit']:.0%} | {with_casts} |"
         )
     lines += ["", "Every round (ms/step):", ""]
     for row in rows:

@@ -43,6 +43,7 @@ def report_row(gemm_bf16: float) -> dict:
         "threads": 1, "bare_fp32": 500.0, "bare_fp32_flush": 400.0, "pdrl_fit": 250.0, "probe_seconds": 12.0,
         "raw_fit_seconds": 5.0,
         "load": 1.0, "gemm_bf16": gemm_bf16, "gemm_fp32": 300.0, "adam_fused": 20.0, "gflop_per_step": 21.5,
+        "autocast_casts": 30.0,
         "rounds": {"bare_fp32": [500.0], "pdrl_fit": [250.0]},
     }  # fmt: skip
 
@@ -54,6 +55,8 @@ def test_the_floor_is_float32_where_bf16_is_not_native(tmp_path, gemm_bf16, floo
     text = args.out.read_text()
     assert "| 1 | 500.0 | 400.0 | 250.0 | 2.00x | 1.60x |" in text and "a fresh model (step 0)" in text
     assert f"| {floor:.1f} | {500 / floor:.2f}x | {floor / 250:.0%} |" in text
+    casts = "n/a | n/a | n/a" if math.isnan(gemm_bf16) else f"30.0 | {floor + 30:.1f} | {500 / (floor + 30):.2f}x"
+    assert f"{floor / 250:.0%} | {casts} |" in text
     assert machine.describe() in text
     assert ("n/a | n/a" in text) == math.isnan(gemm_bf16)
 
