@@ -24,6 +24,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # run as a script: bench.machine from the repository root
 from bench.machine import cpu_tag, describe  # noqa: E402
+from bench.report_file import round_lines, write_markdown  # noqa: E402
 from pdrl.heads import BilinearCritic  # noqa: E402
 from pdrl.losses import PCCLoss  # noqa: E402
 from pdrl.nets.realnvp import RealNVP  # noqa: E402
@@ -127,13 +128,7 @@ def main() -> None:
         separate, paired = (statistics.median(row["times"][name]) for name in ("separate", "paired"))
         ratio = paired / separate
         lines.append(f"| {row['threads']} | {separate:.1f} | {paired:.1f} | {ratio:.2f} | {row['load']:.2f} |")
-    lines += ["", "Every round (ms):", ""]
-    for row in rows:
-        for name, values in row["times"].items():
-            lines.append(f"- {row['threads']} thread(s), {name}: {', '.join(f'{v:.1f}' for v in values)}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print(args.out.read_text())
+    write_markdown(args.out, lines + round_lines(rows, "times", "ms"))
 
 
 if __name__ == "__main__":

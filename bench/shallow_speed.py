@@ -36,9 +36,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # run as a script: bench.machine from the repository root
 from bench.machine import cpu_tag, describe  # noqa: E402
+from bench.report_file import round_lines, write_markdown  # noqa: E402
+from bench.shallow_fit_runner import pdrl_fit_runner  # noqa: E402
 from pdrl.tasks.representation import bf16_is_fast  # noqa: E402
-
-CONFIG = Path(__file__).parents[1] / "configs" / "shallow_mnist.yaml"
 
 
 def bare_fp32_loop(batches: list[tuple[torch.Tensor, torch.Tensor]], checkpoint: dict | None = None, flush=False):
@@ -148,33 +148,6 @@ def autocast_casts(weights: torch.Tensor, repeats: int = 5) -> float:
         as_bf16.copy_(weights)
         back.copy_(as_bf16)
     return (time.perf_counter() - begin) / repeats * 1000
-
-
-def pdrl_fit_runner(root: str, checkpoint: Path | None = None, start_step: int = 0):
-    """A closure that continues one ``pdrl.fit`` run of the shipped config by ``k`` more steps, and its CLI; with
-    ``checkpoint`` (saved at ``start_step``), the run starts from it (its first ``fit`` resumes it)."""
-    from pytorch_lightning import LightningDataModule, LightningModule
-
-    from pdrl.fit import PdrlCLI
-
-    arguments = [
-        "--config", str(CONFIG),
-        "--data.root", root, "--data.download", "false",
-        "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
-        "--trainer.callbacks", "[]", "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", "runs/shallow_speed",
-    ]  # fmt: skip
-    cli = PdrlCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                  save_config_callback=None, run=False, args=arguments)  # fmt: skip
-    trainer = cli.trainer
-
-    def run(steps: int) -> None:
-        nonlocal checkpoint
-        trainer.fit_loop.epoch_loop.max_steps = (start_step if checkpoint else trainer.global_step) + steps
-        trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
-        checkpoint = None  # resumed once; later calls continue in memory
-
-    return run, cli
 
 
 def time_probe(cli) -> dict[str, float]:
@@ -301,20 +274,14 @@ def write_report(args, rows: list[dict], load_before) -> None:
         with_casts = "n/a | n/a | n/a"
         if native_bf16:
             bf16 = f"{row['gemm_bf16']:.1f} | {row['gflop_per_step'] / row['gemm_bf16'] * 1000:.0f}"
-            casts = row.get("autocast_casts", math.nan)  # not measured before this column existed
+            casts = row["autocast_casts"]
             with_casts = f"{casts:.1f} | {floor + casts:.1f} | {row['bare_fp32'] / (floor + casts):.2f}x"
         lines.append(
             f"| {row['threads']} | {bf16} | "
             f"{row['gemm_fp32']:.1f} | {row['adam_fused']:.1f} | {floor:.1f} | {row['bare_fp32'] / floor:.2f}x | "
             f"{floor / row['pdrl_fit']:.0%} | {with_casts} |"
         )
-    lines += ["", "Every round (ms/step):", ""]
-    for row in rows:
-        for name, values in row["rounds"].items():
-            lines.append(f"- {row['threads']} thread(s), {name}: {', '.join(f'{v:.1f}' for v in values)}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print(args.out.read_text())
+    write_markdown(args.out, lines + round_lines(rows, "rounds", "ms/step"))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # run as a script: bench.machine from the repository root
 from bench.machine import cpu_tag, describe  # noqa: E402
-from bench.shallow_speed import pdrl_fit_runner  # noqa: E402
+from bench.report_file import write_markdown  # noqa: E402
+from bench.shallow_fit_runner import pdrl_fit_runner  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +40,7 @@ def main() -> None:
     load_before = os.getloadavg()
     runners = {"fresh model (step 0)": pdrl_fit_runner(args.root)[0]}
     for checkpoint in args.checkpoints:
-        step = torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"]
+        step = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["global_step"]  # no full read
         runners[f"`{checkpoint.name}` (step {step})"] = pdrl_fit_runner(args.root, checkpoint, step)[0]
     for run in runners.values():
         run(5)  # the first call compiles
@@ -68,9 +69,7 @@ def main() -> None:
         median = statistics.median(values)
         rounds = ", ".join(f"{value:.1f}" for value in values)
         lines.append(f"| {name} | {median:.1f} | {median / fresh:.2f} | {rounds} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print(args.out.read_text())
+    write_markdown(args.out, lines)
 
 
 if __name__ == "__main__":

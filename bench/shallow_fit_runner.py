@@ -1,0 +1,35 @@
+"""The shallow MNIST task through ``pdrl.fit`` itself, continued step by step, for the benchmarks that time it
+(``bench/shallow_speed.py``, ``bench/shallow_state_speed.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CONFIG = Path(__file__).parents[1] / "configs" / "shallow_mnist.yaml"
+
+
+def pdrl_fit_runner(root: str, checkpoint: Path | None = None, start_step: int = 0):
+    """A closure that continues one ``pdrl.fit`` run of the shipped config by ``k`` more steps, and its CLI; with
+    ``checkpoint`` (saved at ``start_step``), the run starts from it (its first ``fit`` resumes it)."""
+    from pytorch_lightning import LightningDataModule, LightningModule
+
+    from pdrl.fit import PdrlCLI
+
+    arguments = [
+        "--config", str(CONFIG),
+        "--data.root", root, "--data.download", "false",
+        "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
+        "--trainer.callbacks", "[]", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", "runs/shallow_speed",
+    ]  # fmt: skip
+    cli = PdrlCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                  save_config_callback=None, run=False, args=arguments)  # fmt: skip
+    trainer = cli.trainer
+
+    def run(steps: int) -> None:
+        nonlocal checkpoint
+        trainer.fit_loop.epoch_loop.max_steps = (start_step if checkpoint else trainer.global_step) + steps
+        trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
+        checkpoint = None  # resumed once; later calls continue in memory
+
+    return run, cli
