@@ -108,3 +108,45 @@ def test_batch_size_is_the_global_batch_split_over_the_processes(monkeypatch):
     monkeypatch.setattr(distributed, "world_size", lambda: 3)
     with pytest.raises(ConfigError, match=r"batch_size=128 is the global batch .* 3 processes: use 126 or 129"):
         datamodule.train_dataloader()
+
+
+def noisy_batches(datamodule, batch, rank=0, world_size=1, training=True, seed=0):
+    from types import SimpleNamespace
+
+    datamodule.trainer = SimpleNamespace(training=training, global_rank=rank, world_size=world_size)
+    torch.manual_seed(seed)
+    return datamodule.on_after_batch_transfer(batch, dataloader_idx=0)
+
+
+def test_view_noise_is_fresh_gaussian_noise_on_training_views_only():
+    clean = next(iter(DigitsDataModule(batch_size=512).train_dataloader()))
+    datamodule = DigitsDataModule(batch_size=512, view_noise_std=0.25)
+    noisy = noisy_batches(datamodule, clean)
+    for view, clean_view in zip(noisy, clean, strict=True):
+        noise = view - clean_view
+        assert abs(noise.std().item() - 0.25) < 0.01 and abs(noise.mean().item()) < 0.01
+    assert not torch.allclose(noisy[0] - clean[0], noisy[1] - clean[1])  # each view its own noise
+    again = datamodule.on_after_batch_transfer(clean, dataloader_idx=0)
+    assert not torch.allclose(again[0], noisy[0])  # fresh at every step
+    assert noisy_batches(datamodule, clean, training=False) is clean  # the probe and validation see clean images
+    assert noisy_batches(DigitsDataModule(batch_size=512), clean) is clean  # the default: none
+    probe_images = datamodule.probe_dataset("train").tensors[0]
+    assert torch.equal(probe_images, DigitsDataModule().probe_dataset("train").tensors[0])
+
+
+def test_view_noise_differs_between_ranks_and_is_the_global_draw():
+    """Ranks share the generator state, so each takes its own rows of one global draw: no two pairs share noise."""
+    clean = tuple(torch.zeros(4, 3) for _ in range(2))
+    datamodule = DigitsDataModule(view_noise_std=1.0)
+    whole = noisy_batches(datamodule, tuple(torch.zeros(8, 3) for _ in range(2)), rank=0, world_size=1)
+    ranks = [noisy_batches(datamodule, clean, rank=rank, world_size=2) for rank in (0, 1)]
+    assert not torch.allclose(ranks[0][0], ranks[1][0])
+    torch.testing.assert_close(torch.cat([ranks[0][0], ranks[1][0]]), whole[0])
+
+
+@pytest.mark.parametrize("std", [-0.1, float("nan"), float("inf"), True, "0.2"])
+def test_view_noise_std_must_be_a_finite_non_negative_number(std):
+    from pdrl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="view_noise_std=.* must be a finite number >= 0"):
+        DigitsDataModule(view_noise_std=std)

@@ -86,16 +86,16 @@ def test_quickstart_digits_runs_with_wandb_disabled_and_prints_the_probe(tmp_pat
 
 
 def test_quickstart_config_learns_features_that_beat_its_untrained_encoder_on_test(tmp_path):
-    # the shipped settings in full (bench/quickstart_tuning.py chose them on validation); about 16 s on 2 cores
+    # the shipped settings in full (bench/quickstart_tuning.py chose them on validation); about 30 s on 2 cores
     cli = main(["--config", str(CONFIGS / "quickstart_digits.yaml"), *csv_logger(tmp_path)])
     probe = probe_of(cli)
     untrained, learned = probe.history[0], probe.history[-1]
     assert (untrained["step"], learned["step"]) == (0, cli.trainer.max_steps)
-    # strictly better, not by a margin: the gain is about 1-2 points with a seed spread of about 1 point, and the same
-    # seed lands differently on different CPUs (seed 0 read +2.4 on an AMD EPYC with 4 couplings, -0.2 on an AMX Xeon;
-    # +1.1 there with the 8 couplings chosen since; bench/results/quickstart_tuning.md)
-    assert learned["accuracy"] > untrained["accuracy"]
-    assert learned["accuracy"] > probe.raw_pixel_accuracy
+    # On test, seeds 0-4 read +3.6 to +4.2 points over both baselines on an AMX Xeon (seed 0: +3.8); the same seed can
+    # land a point or two apart on another CPU, so 2 points here. Without the view noise seed 0 reads +1.1 and fails.
+    # (bench/results/quickstart_tuning.md)
+    assert learned["accuracy"] >= untrained["accuracy"] + 0.02
+    assert learned["accuracy"] >= probe.raw_pixel_accuracy + 0.02
 
 
 @pytest.mark.parametrize(

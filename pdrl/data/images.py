@@ -2,7 +2,8 @@
 
 The shallow task of Tschannen et al. (2020; PD paper Sec. 5.2) pairs x1 = the top half and x2 = the
 bottom half of an image: pixels divided by their maximum (255, or 16 for scikit-learn's digits), in
-(H, W, C) order, flattened. No augmentation. Every datamodule here
+(H, W, C) order, flattened. No augmentation by default; ``view_noise_std`` adds fresh Gaussian noise to both views of
+every training pair (a regulariser for small datasets, e.g. the quick start's 1347 digits). Every datamodule here
 
 - trains on batches ``(top, bottom)`` of the train split (shuffled, last incomplete batch dropped);
 - gives the linear probe its labelled data through one small interface,
@@ -47,16 +48,22 @@ class HalfImageDataModule(LightningDataModule, abc.ABC):
     Args:
         batch_size: pairs per global training batch, split evenly over the devices (the paper: 128).
         num_workers: DataLoader workers (the views live in memory; 0 is usually fastest).
+        view_noise_std: standard deviation of the Gaussian noise added to both views of every training pair, fresh at
+            every step (pixels are in [0, 1]); the linear probe always sees the clean images. 0 (the paper): none.
     """
 
     max_value: float = 255.0
 
-    def __init__(self, batch_size: int = 128, num_workers: int = 0) -> None:
+    def __init__(self, batch_size: int = 128, num_workers: int = 0, view_noise_std: float = 0.0) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 2:
             raise ConfigError(f"batch_size={batch_size!r} must be an integer >= 2 (a batch needs negative pairs).")
+        number = isinstance(view_noise_std, int | float) and not isinstance(view_noise_std, bool)
+        if not (number and 0.0 <= view_noise_std < float("inf")):
+            raise ConfigError(f"view_noise_std={view_noise_std!r} must be a finite number >= 0, e.g. 0 (none) or 0.25.")
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.view_noise_std = float(view_noise_std)
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     @abc.abstractmethod
@@ -95,6 +102,24 @@ class HalfImageDataModule(LightningDataModule, abc.ABC):
             persistent_workers=self.num_workers > 0,
         )
 
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, ...], dataloader_idx: int) -> tuple[torch.Tensor, ...]:
+        """Training batches on the device get ``view + view_noise_std * N(0, I)`` on both views.
+
+        Every rank draws the noise of the whole global batch from torch's global generator (the same state on every
+        rank under ``seed_everything``, restored on resume by ``pdrl.callbacks.checkpoint_state.RandomState``) and keeps
+        its own rows: no two pairs of a global batch share noise, and a resumed run draws what an uninterrupted one
+        would.
+        """
+        if self.view_noise_std == 0.0 or not self.trainer.training:
+            return batch
+        rank, world_size = self.trainer.global_rank, self.trainer.world_size
+        noisy = []
+        for view in batch:
+            rows = view.shape[0]
+            noise = torch.randn((world_size * rows, *view.shape[1:]), device=view.device, dtype=view.dtype)
+            noisy.append(view + self.view_noise_std * noise[rank * rows : (rank + 1) * rows])
+        return tuple(noisy)
+
     def probe_dataset(self, split: str) -> TensorDataset:
         """``(top view, label)`` pairs of the full ``"train"`` or ``"test"`` split, for linear evaluation."""
         top, _, labels = self._split(split)
@@ -109,14 +134,20 @@ class DigitsDataModule(HalfImageDataModule):
     Args:
         test_fraction: share of the images held out for the probe's test split.
         split_seed: seed of the train/test split.
+        view_noise_std: Gaussian noise on the training views (``HalfImageDataModule``); 0: none.
     """
 
     max_value = 16.0
 
     def __init__(
-        self, batch_size: int = 128, num_workers: int = 0, test_fraction: float = 0.25, split_seed: int = 0
+        self,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        test_fraction: float = 0.25,
+        split_seed: int = 0,
+        view_noise_std: float = 0.0,
     ) -> None:
-        super().__init__(batch_size, num_workers)
+        super().__init__(batch_size, num_workers, view_noise_std)
         if not 0.0 < test_fraction < 1.0:
             raise ConfigError(f"test_fraction={test_fraction!r} must be in (0, 1), e.g. 0.25.")
         self.test_fraction = test_fraction
@@ -147,8 +178,15 @@ class _TorchvisionIdxDataModule(HalfImageDataModule):
 
     dataset_class_name: str = ""
 
-    def __init__(self, root: str = "data", download: bool = True, batch_size: int = 128, num_workers: int = 0) -> None:
-        super().__init__(batch_size, num_workers)
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = True,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        view_noise_std: float = 0.0,
+    ) -> None:
+        super().__init__(batch_size, num_workers, view_noise_std)
         self.root = str(root)
         self.download = download
 
@@ -199,6 +237,7 @@ class MNISTDataModule(_TorchvisionIdxDataModule):
         download: download the files when they are missing.
         batch_size: pairs per training batch (the paper: 128).
         num_workers: DataLoader workers.
+        view_noise_std: Gaussian noise on the training views (``HalfImageDataModule``); 0: none.
     """
 
     dataset_class_name = "MNIST"
@@ -225,10 +264,18 @@ class CIFAR10DataModule(HalfImageDataModule):
         download: download the files when they are missing.
         batch_size: pairs per training batch (the paper: 128).
         num_workers: DataLoader workers.
+        view_noise_std: Gaussian noise on the training views (``HalfImageDataModule``); 0: none.
     """
 
-    def __init__(self, root: str = "data", download: bool = True, batch_size: int = 128, num_workers: int = 0) -> None:
-        super().__init__(batch_size, num_workers)
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = True,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        view_noise_std: float = 0.0,
+    ) -> None:
+        super().__init__(batch_size, num_workers, view_noise_std)
         self.root = str(root)
         self.download = download
 
@@ -278,12 +325,19 @@ class ImageFolderDataModule(HalfImageDataModule):
         mode: PIL mode, "L" or "RGB".
         batch_size: pairs per training batch.
         num_workers: DataLoader workers.
+        view_noise_std: Gaussian noise on the training views (``HalfImageDataModule``); 0: none.
     """
 
     def __init__(
-        self, root: str, image_size: int | None = None, mode: str = "RGB", batch_size: int = 128, num_workers: int = 0
+        self,
+        root: str,
+        image_size: int | None = None,
+        mode: str = "RGB",
+        batch_size: int = 128,
+        num_workers: int = 0,
+        view_noise_std: float = 0.0,
     ) -> None:
-        super().__init__(batch_size, num_workers)
+        super().__init__(batch_size, num_workers, view_noise_std)
         if mode not in ("L", "RGB"):
             raise ConfigError(f"mode={mode!r} is unknown: choose 'L' (grey) or 'RGB'.")
         self.root, self.image_size, self.mode = str(root), image_size, mode
