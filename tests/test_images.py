@@ -110,11 +110,10 @@ def test_batch_size_is_the_global_batch_split_over_the_processes(monkeypatch):
         datamodule.train_dataloader()
 
 
-def noisy_batches(datamodule, batch, rank=0, world_size=1, training=True, seed=0):
+def noisy_batches(datamodule, batch, rank=0, world_size=1, training=True):
     from types import SimpleNamespace
 
     datamodule.trainer = SimpleNamespace(training=training, global_rank=rank, world_size=world_size)
-    torch.manual_seed(seed)
     return datamodule.on_after_batch_transfer(batch, dataloader_idx=0)
 
 
@@ -134,14 +133,33 @@ def test_view_noise_is_fresh_gaussian_noise_on_training_views_only():
     assert torch.equal(probe_images, DigitsDataModule().probe_dataset("train").tensors[0])
 
 
-def test_view_noise_differs_between_ranks_and_is_the_global_draw():
-    """Ranks share the generator state, so each takes its own rows of one global draw: no two pairs share noise."""
+def test_view_noise_is_one_global_draw_that_each_rank_slices():
+    """1 process with batch 8 and 2 ranks with 4 each (fresh processes, same seed) add the same noise to each pair."""
+    torch.manual_seed(0)
+    whole = noisy_batches(DigitsDataModule(view_noise_std=1.0), tuple(torch.zeros(8, 3) for _ in range(2)))
+    ranks = [
+        noisy_batches(DigitsDataModule(view_noise_std=1.0), tuple(torch.zeros(4, 3) for _ in range(2)), rank, 2)
+        for rank in (0, 1)
+    ]
+    assert not torch.allclose(ranks[0][0], ranks[1][0])  # no two pairs of the global batch share noise
+    for view in (0, 1):
+        torch.testing.assert_close(torch.cat([ranks[0][view], ranks[1][view]]), whole[view])
+
+
+def test_view_noise_has_its_own_seeded_stream_that_a_checkpoint_restores():
     clean = tuple(torch.zeros(4, 3) for _ in range(2))
-    datamodule = DigitsDataModule(view_noise_std=1.0)
-    whole = noisy_batches(datamodule, tuple(torch.zeros(8, 3) for _ in range(2)), rank=0, world_size=1)
-    ranks = [noisy_batches(datamodule, clean, rank=rank, world_size=2) for rank in (0, 1)]
-    assert not torch.allclose(ranks[0][0], ranks[1][0])
-    torch.testing.assert_close(torch.cat([ranks[0][0], ranks[1][0]]), whole[0])
+    torch.manual_seed(0)
+    first = DigitsDataModule(view_noise_std=1.0)
+    assert first.state_dict() == {}  # nothing drawn, nothing to keep
+    noisy_batches(first, clean)
+    state = {key: value.clone() for key, value in first.state_dict().items()}
+    torch.randn(100)  # other random draws (dropout, augmentation, a probe) do not move the noise
+    continued = noisy_batches(first, clean)
+    resumed = DigitsDataModule(view_noise_std=1.0)
+    resumed.load_state_dict(state)
+    torch.testing.assert_close(noisy_batches(resumed, clean), continued)
+    torch.manual_seed(0)
+    assert not torch.allclose(noisy_batches(DigitsDataModule(view_noise_std=1.0), clean)[0], torch.randn(4, 3))
 
 
 @pytest.mark.parametrize("std", [-0.1, float("nan"), float("inf"), True, "0.2"])

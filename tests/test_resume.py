@@ -102,11 +102,22 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
     assert all(name.startswith(".last.ckpt.tmp-") for name in leftovers), leftovers  # never loaded
 
 
-def fit_noisy(run_folder: Path, max_steps: int, keep_random_state: bool, ckpt_path: str | None = None) -> dict:
+class NoisyViews(RepresentationLearning):
+    """The representation task with Gaussian noise on its views: training that draws from the global RNG."""
+
+    def training_step(self, batch, batch_idx):
+        view_a, view_b = batch
+        return super().training_step((view_a + 0.1 * torch.randn_like(view_a), view_b), batch_idx)
+
+
+def fit_noisy(
+    run_folder: Path, max_steps: int, keep_random_state: bool, ckpt_path: str | None = None, view_noise_std: float = 0.0
+) -> dict:
+    """``NoisyViews`` (noise from the global RNG), or with ``view_noise_std`` the plain task on noisy digit views."""
     seed_everything(0)
     encoder = {"dim": 32, "num_couplings": 2, "hidden_dims": [16], "init_std": 1.0e-4}
-    encoders = RealNVP(**encoder, seed=0), RealNVP(**encoder, seed=1)
-    task = RepresentationLearning(*encoders, BilinearCritic(32, 32), lr=1e-3)
+    task_class = RepresentationLearning if view_noise_std else NoisyViews
+    task = task_class(RealNVP(**encoder, seed=0), RealNVP(**encoder, seed=1), BilinearCritic(32, 32), lr=1e-3)
     callbacks = [ModelCheckpoint(run_folder / "checkpoints", every_n_train_steps=1, save_last=True, save_top_k=0)]
     trainer = Trainer(
         max_steps=max_steps,
@@ -117,8 +128,8 @@ def fit_noisy(run_folder: Path, max_steps: int, keep_random_state: bool, ckpt_pa
         enable_model_summary=False,
         deterministic=True,
     )
-    # Gaussian noise on the views (drawn from the global RNG): training that a resume must continue exactly
-    trainer.fit(task, datamodule=DigitsDataModule(batch_size=64, view_noise_std=0.1), ckpt_path=ckpt_path)
+    datamodule = DigitsDataModule(batch_size=64, view_noise_std=view_noise_std)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     return task.state_dict()
 
 
@@ -130,6 +141,15 @@ def test_random_state_makes_a_noisy_resume_exact(tmp_path):
         resumed = fit_noisy(run, 6, keep_random_state, ckpt_path=str(find_last_checkpoint(run)))
         same = all(torch.equal(resumed[name], weight) for name, weight in reference.items())
         assert same == keep_random_state  # without RandomState the noise after the resume differs
+
+
+def test_view_noise_resumes_exactly_from_the_checkpoint_alone(tmp_path):
+    """The datamodule's view noise keeps its generator in the checkpoint: no RandomState needed for an exact resume."""
+    reference = fit_noisy(tmp_path / "reference", 6, keep_random_state=False, view_noise_std=0.1)
+    run = tmp_path / "resumed"
+    fit_noisy(run, 3, keep_random_state=False, view_noise_std=0.1)
+    resumed = fit_noisy(run, 6, False, ckpt_path=str(find_last_checkpoint(run)), view_noise_std=0.1)
+    assert all(torch.equal(resumed[name], weight) for name, weight in reference.items())
 
 
 def test_resumable_loader_continues_where_the_state_says():

@@ -12,6 +12,7 @@ from pdrl.data.images import (
     MNISTDataModule,
 )
 from pdrl.data.resumable import ResumableDataLoader
+from pdrl.data.view_noise import ViewNoise
 from pdrl.data.whole_images import WholeImageDataModule
 from pdrl.data.word_vectors import WordVectorDataModule, WordVectorFileError
 
@@ -28,6 +29,7 @@ __all__ = [
     "PairAugmentation",
     "ResumableDataLoader",
     "StaircaseSettings",
+    "ViewNoise",
     "WholeImageDataModule",
     "WordVectorDataModule",
     "WordVectorFileError",

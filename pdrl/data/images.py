@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pdrl.data.data_files import check_idx_dataset, missing_data_error
 from pdrl.data.resumable import ResumableDataLoader, per_device_batch_size
+from pdrl.data.view_noise import ViewNoise
 from pdrl.errors import ConfigError, DataFileError, MissingDataError
 
 PROBE_SPLITS = ("train", "test")
@@ -58,12 +59,9 @@ class HalfImageDataModule(LightningDataModule, abc.ABC):
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 2:
             raise ConfigError(f"batch_size={batch_size!r} must be an integer >= 2 (a batch needs negative pairs).")
-        number = isinstance(view_noise_std, int | float) and not isinstance(view_noise_std, bool)
-        if not (number and 0.0 <= view_noise_std < float("inf")):
-            raise ConfigError(f"view_noise_std={view_noise_std!r} must be a finite number >= 0, e.g. 0 (none) or 0.25.")
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.view_noise_std = float(view_noise_std)
+        self.view_noise = ViewNoise(view_noise_std)
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     @abc.abstractmethod
@@ -103,22 +101,17 @@ class HalfImageDataModule(LightningDataModule, abc.ABC):
         )
 
     def on_after_batch_transfer(self, batch: tuple[torch.Tensor, ...], dataloader_idx: int) -> tuple[torch.Tensor, ...]:
-        """Training batches on the device get ``view + view_noise_std * N(0, I)`` on both views.
-
-        Every rank draws the noise of the whole global batch from torch's global generator (the same state on every
-        rank under ``seed_everything``, restored on resume by ``pdrl.callbacks.checkpoint_state.RandomState``) and keeps
-        its own rows: no two pairs of a global batch share noise, and a resumed run draws what an uninterrupted one
-        would.
-        """
-        if self.view_noise_std == 0.0 or not self.trainer.training:
+        """Training batches on the device get ``pdrl.data.view_noise.ViewNoise`` (none at ``view_noise_std: 0``)."""
+        if not self.trainer.training:
             return batch
-        rank, world_size = self.trainer.global_rank, self.trainer.world_size
-        noisy = []
-        for view in batch:
-            rows = view.shape[0]
-            noise = torch.randn((world_size * rows, *view.shape[1:]), device=view.device, dtype=view.dtype)
-            noisy.append(view + self.view_noise_std * noise[rank * rows : (rank + 1) * rows])
-        return tuple(noisy)
+        return self.view_noise(batch, self.trainer.global_rank, self.trainer.world_size)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The view noise's generator state (Lightning stores it in every checkpoint, so a resume continues it)."""
+        return self.view_noise.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.view_noise.load_state_dict(state_dict)
 
     def probe_dataset(self, split: str) -> TensorDataset:
         """``(top view, label)`` pairs of the full ``"train"`` or ``"test"`` split, for linear evaluation."""
