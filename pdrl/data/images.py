@@ -166,10 +166,16 @@ class DigitsDataModule(HalfImageDataModule):
         )
 
 
-class _TorchvisionIdxDataModule(HalfImageDataModule):
-    """MNIST-like datasets that torchvision stores as idx files under ``root/<Name>/raw``."""
+class _DownloadableDataModule(HalfImageDataModule):
+    """A dataset whose files sit under ``root`` and that torchvision can download there.
 
-    dataset_class_name: str = ""
+    Args:
+        root: folder that holds the dataset's files.
+        download: download the files when they are missing.
+        batch_size: pairs per training batch (the paper: 128).
+        num_workers: DataLoader workers.
+        view_noise_std: Gaussian noise on the training views (``HalfImageDataModule``); 0: none.
+    """
 
     def __init__(
         self,
@@ -182,6 +188,12 @@ class _TorchvisionIdxDataModule(HalfImageDataModule):
         super().__init__(batch_size, num_workers, view_noise_std)
         self.root = str(root)
         self.download = download
+
+
+class _TorchvisionIdxDataModule(_DownloadableDataModule):
+    """MNIST-like datasets that torchvision stores as idx files under ``root/<Name>/raw``."""
+
+    dataset_class_name: str = ""
 
     def prepare_data(self) -> None:
         self._check_files()
@@ -246,7 +258,7 @@ CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_FILES = [f"data_batch_{index}" for index in range(1, 6)] + ["test_batch"]
 
 
-class CIFAR10DataModule(HalfImageDataModule):
+class CIFAR10DataModule(_DownloadableDataModule):
     """CIFAR10 (torchvision layout ``root/cifar-10-batches-py/data_batch_1`` ...): 16 top rows vs 16 bottom rows.
 
     Views are (H, W, C)-ordered RGB pixels / 255, 1536 + 1536 values. The batch files are read directly
@@ -259,18 +271,6 @@ class CIFAR10DataModule(HalfImageDataModule):
         num_workers: DataLoader workers.
         view_noise_std: Gaussian noise on the training views (``HalfImageDataModule``); 0: none.
     """
-
-    def __init__(
-        self,
-        root: str = "data",
-        download: bool = True,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        view_noise_std: float = 0.0,
-    ) -> None:
-        super().__init__(batch_size, num_workers, view_noise_std)
-        self.root = str(root)
-        self.download = download
 
     def _paths(self) -> list[Path]:
         return [Path(self.root) / CIFAR10_FOLDER / name for name in CIFAR10_FILES]
