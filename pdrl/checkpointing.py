@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -109,10 +110,36 @@ def _flatten(value: Any, prefix: str) -> dict[str, Any]:
 
 
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key: saved -> current`` for every config value that differs (dotted keys, sorted)."""
-    old, new = _flatten(plain_config(saved), ""), _flatten(plain_config(current), "")
+    """``key: saved -> current`` for every config value that differs (dotted keys, sorted).
+
+    A key that the saved config lacks and whose current value is its class's default is an argument added to pdrl
+    since the checkpoint was saved (e.g. ``view_noise_std``): the run trained as that default, so it is no change.
+    """
+    current = plain_config(current)
+    old, new = _flatten(plain_config(saved), ""), _flatten(current, "")
     return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
-            if old.get(key) != new.get(key)]  # fmt: skip
+            if old.get(key) != new.get(key) and not (key not in old and is_added_default(current, key))]  # fmt: skip
+
+
+def is_added_default(config: dict[str, Any], key: str) -> bool:
+    """Whether the dotted ``key`` is ``<...>.init_args.<name>`` of a ``class_path`` whose constructor gives ``name``
+    exactly this value as its default."""
+    parts = key.split(".")
+    if len(parts) < 2:
+        return False
+    *owner_path, init_args, name = parts
+    owner: Any = config
+    for part in owner_path:
+        owner = owner.get(part) if isinstance(owner, dict) else None
+    if init_args != "init_args" or not isinstance(owner, dict) or not isinstance(owner.get("class_path"), str):
+        return False
+    module_name, _, class_name = owner["class_path"].rpartition(".")
+    try:
+        parameter = inspect.signature(getattr(importlib.import_module(module_name), class_name)).parameters.get(name)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return False
+    value = (owner.get("init_args") or {}).get(name)
+    return parameter is not None and parameter.default is not inspect.Parameter.empty and parameter.default == value
 
 
 def renamed_arguments(class_path: str | None) -> dict[str, str]:

@@ -202,3 +202,21 @@ def test_a_changed_critic_is_reported_under_its_new_name_from_an_old_run_config(
     with pytest.raises(ConfigError, match=r"model.init_args.critic_name: 'concat' -> 'separable'\)"):
         check_resume(old, "old.ckpt", stored(critic_name="separable", lr=1e-3), allow_changes=False)
     assert old[RUN_CONFIG_KEY]["model"]["init_args"] == {"critic": "concat", "lr": 1e-3}, "the checkpoint is unchanged"
+
+
+def test_an_argument_added_since_the_checkpoint_is_no_change_at_its_default():
+    """Checkpoints from before ``view_noise_std`` existed resume with the configs that now spell out its default."""
+
+    def stored(**data_args) -> dict:
+        data = {"class_path": "pdrl.data.images.MNISTDataModule", "init_args": {"root": "data", **data_args}}
+        model = {"class_path": "pdrl.tasks.representation.RepresentationLearning", "init_args": {}}
+        return {"model": model, "data": data}
+
+    old = {RUN_CONFIG_KEY: stored(), "state_dict": {}}
+    assert check_resume(old, "old.ckpt", stored(view_noise_std=0.0), allow_changes=False) == []
+    with pytest.raises(ConfigError, match=r"data.init_args.view_noise_std: None -> 0.25"):
+        check_resume(old, "old.ckpt", stored(view_noise_std=0.25), allow_changes=False)  # not the default: a change
+    with pytest.raises(ConfigError, match=r"data.init_args.view_noise_std: 0.25 -> 0.0"):
+        check_resume({RUN_CONFIG_KEY: stored(view_noise_std=0.25)}, "run.ckpt", stored(view_noise_std=0.0), False)
+    with pytest.raises(ConfigError, match=r"data.init_args.no_such_argument: None -> 0.0"):
+        check_resume(old, "old.ckpt", stored(no_such_argument=0.0), allow_changes=False)
