@@ -131,15 +131,27 @@ def is_added_default(config: dict[str, Any], key: str) -> bool:
     owner: Any = config
     for part in owner_path:
         owner = owner.get(part) if isinstance(owner, dict) else None
-    if init_args != "init_args" or not isinstance(owner, dict) or not isinstance(owner.get("class_path"), str):
+    if init_args != "init_args" or not isinstance(owner, dict):
         return False
-    module_name, _, class_name = owner["class_path"].rpartition(".")
+    config_class = imported_class(owner.get("class_path"))
     try:
-        parameter = inspect.signature(getattr(importlib.import_module(module_name), class_name)).parameters.get(name)
-    except (ImportError, AttributeError, TypeError, ValueError):
+        parameter = inspect.signature(config_class).parameters.get(name) if config_class is not None else None
+    except (TypeError, ValueError):  # no signature to read
         return False
     value = (owner.get("init_args") or {}).get(name)
     return parameter is not None and parameter.default is not inspect.Parameter.empty and parameter.default == value
+
+
+def imported_class(class_path: Any) -> Any:
+    """The object that a config's ``class_path`` (``"module.Name"``) names, or None where it does not import."""
+    if not isinstance(class_path, str) or "." not in class_path:
+        return None
+    module_name, _, class_name = class_path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    return getattr(module, class_name, None)
 
 
 def renamed_arguments(class_path: str | None) -> dict[str, str]:
@@ -148,14 +160,7 @@ def renamed_arguments(class_path: str | None) -> dict[str, str]:
     ``class_path`` is the task of the resume's own config (never a name read from a checkpoint), already imported
     by the command line; a path that does not import gives ``{}``.
     """
-    if not class_path or "." not in class_path:
-        return {}
-    module_name, _, class_name = class_path.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return {}
-    renamed = getattr(getattr(module, class_name, None), "RENAMED_ARGUMENTS", {})
+    renamed = getattr(imported_class(class_path), "RENAMED_ARGUMENTS", {})
     return dict(renamed) if isinstance(renamed, dict) else {}
 
 
