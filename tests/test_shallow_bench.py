@@ -40,8 +40,8 @@ def test_cpu_tag_keeps_amx_machines_apart(monkeypatch, amx, bf16, expected):
 
 def report_row(gemm_bf16: float) -> dict:
     return {
-        "threads": 1, "bare_fp32": 500.0, "bare_fp32_flush": 400.0, "pdrl_fit": 250.0, "probe_seconds": 12.0,
-        "raw_fit_seconds": 5.0,
+        "threads": 1, "bare_fp32": 500.0, "bare_fp32_flush": 400.0, "bare_fast": 200.0, "pdrl_fit": 250.0,
+        "probe_seconds": 12.0, "raw_fit_seconds": 5.0,
         "load": 1.0, "gemm_bf16": gemm_bf16, "gemm_fp32": 300.0, "adam_fused": 20.0, "gflop_per_step": 21.5,
         "autocast_casts": 30.0,
         "rounds": {"bare_fp32": [500.0], "pdrl_fit": [250.0]},
@@ -53,7 +53,7 @@ def test_the_floor_is_float32_where_bf16_is_not_native(tmp_path, gemm_bf16, floo
     args = argparse.Namespace(rounds=1, steps=10, out=tmp_path / "speed.md", from_checkpoint=None, start_step=0)
     shallow_speed.write_report(args, [report_row(gemm_bf16)], (1.0, 1.0, 1.0))
     text = args.out.read_text()
-    assert "| 1 | 500.0 | 400.0 | 250.0 | 2.00x | 1.60x |" in text and "a fresh model (step 0)" in text
+    assert "| 1 | 500.0 | 400.0 | 250.0 | 2.00x | 1.60x | 200.0 | 1.25 |" in text and "a fresh model (step 0)" in text
     assert f"| {floor:.1f} | {500 / floor:.2f}x | {floor / 250:.0%} |" in text
     casts = "n/a | n/a | n/a" if math.isnan(gemm_bf16) else f"30.0 | {floor + 30:.1f} | {500 / (floor + 30):.2f}x"
     assert f"{floor / 250:.0%} | {casts} |" in text
@@ -125,6 +125,16 @@ def test_the_bare_loop_starts_from_a_checkpoints_weights_and_adam_state_with_its
     saved = [optimizer.state[parameter]["exp_avg"] for parameter in task.parameters()]
     assert len(loaded) == len(saved) and all(torch.equal(a, b) for a, b in zip(loaded, saved, strict=True))
     assert not run.optimizer.param_groups[0]["fused"]  # the naive loop keeps the naive Adam
+    assert not run.bf16 and not hasattr(run.encode_step, "_torchdynamo_orig_callable")  # float32, eager
+
+
+def test_the_fast_bare_loop_is_pdrls_fast_path_by_hand():
+    torch = shallow_speed.torch
+    batch = (torch.rand(8, 392), torch.rand(8, 392))
+    run = shallow_speed.bare_fp32_loop([batch], fast=True)
+    assert run.optimizer.param_groups[0]["fused"]
+    assert run.bf16 == shallow_speed.bf16_is_fast(torch.device("cpu"))
+    assert hasattr(run.encode_step, "_torchdynamo_orig_callable")  # compiled lazily, at its first step
 
 
 def test_the_paired_flows_compute_what_the_two_flows_compute_one_after_the_other():
