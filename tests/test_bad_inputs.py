@@ -33,6 +33,16 @@ BAD_ARGUMENTS = [
     ("unknown head", ["--model.critic", "pdrl.heads.NoSuchCritic"], "model.critic: Expected a path but pdrl.heads"),
     ("unknown dataset", ["--data", "pdrl.data.images.NoSuchData"], "data: Expected a path but pdrl.data.images.No"),
     ("unknown logger", ["--trainer.logger", "pytorch_lightning.loggers.NoLogger"], "trainer.logger: Expected a path"),
+    (
+        "unknown lr schedule",
+        ["--model.lr_schedule", "linear"],
+        "model.lr_schedule: 'linear' is not one of the choices: constant, cosine.",
+    ),
+    (
+        "cosine schedule in a run without end",
+        ["--model.lr_schedule", "cosine", "--trainer.max_steps", "-1", "--trainer.max_epochs", "-1"],
+        "lr_schedule='cosine' decays the rate over the run's steps, but this run has no end: set trainer.max_steps",
+    ),
     ("wrong type of lr", ["--model.lr", "abc"], "model.lr: Expected a <class 'float'>. Got value: abc"),
     ("zero learning rate", ["--model.lr", "0"], "lr=0.0 must be > 0, e.g. 1e-4"),
     ("negative learning rate", ["--model.lr", "-0.1"], "lr=-0.1 must be > 0"),

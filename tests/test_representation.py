@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from pytorch_lightning import Callback, Trainer
 
+from pdrl.errors import ConfigError
 from pdrl.fit import main
 from pdrl.heads import SeparableCritic
 from pdrl.nets.realnvp import RealNVP
@@ -178,3 +181,54 @@ def test_fast_path_is_bf16_compiled_and_close_to_float32():
         assert 0 < (features_fast - features_fp32).abs().max() < 0.05
     assert slow.configure_optimizers().defaults["fused"] is None
     assert fast_task.configure_optimizers().defaults["fused"] is True
+
+
+class LearningRates(Callback):
+    """The optimizer's learning rate at the start of every training step."""
+
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def _fit_tiny_task(lr_schedule: str, max_steps: int, max_epochs: int = -1) -> LearningRates:
+    from pdrl.data.images import DigitsDataModule
+
+    torch.manual_seed(0)
+    task = RepresentationLearning(
+        RealNVP(dim=32, num_couplings=2, hidden_dims=(16,), init_std=1e-4, seed=0),
+        RealNVP(dim=32, num_couplings=2, hidden_dims=(16,), init_std=1e-4, seed=1),
+        SeparableCritic(),
+        objective="cpc",
+        lr=1e-2,
+        lr_schedule=lr_schedule,
+        fast=False,
+    )
+    rates = LearningRates()
+    trainer = Trainer(
+        max_steps=max_steps, max_epochs=max_epochs, callbacks=[rates], logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=128))
+    return rates
+
+
+@pytest.mark.parametrize("max_steps, max_epochs", [(8, -1), (-1, 1)])  # 1347 train digits: 10 full batches an epoch
+def test_cosine_schedule_decays_the_rate_over_the_runs_steps(max_steps, max_epochs):
+    rates = _fit_tiny_task("cosine", max_steps, max_epochs).rates
+    total = len(rates)
+    assert total == (8 if max_steps > 0 else 10)
+    expected = [1e-2 * (1 + math.cos(math.pi * step / total)) / 2 for step in range(total)]
+    assert rates == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_constant_schedule_keeps_the_rate():
+    assert _fit_tiny_task("constant", 5).rates == [1e-2] * 5
+
+
+def test_cosine_schedule_refuses_a_run_without_end():
+    with pytest.raises(ConfigError, match="max_steps"):
+        _fit_tiny_task("cosine", max_steps=-1, max_epochs=-1)
+

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any, Literal
+
 import torch
 from pytorch_lightning import LightningModule
 from torch import nn
@@ -53,6 +56,9 @@ class RepresentationLearning(LightningModule):
         objective: registry name of the objective (``pdrl.losses.OBJECTIVES``).
         objective_args: keyword arguments of the objective.
         lr: Adam learning rate (the paper: 1e-4).
+        lr_schedule: ``"constant"`` (the paper) or ``"cosine"``: the rate decays over the run's steps ``T``
+            (``trainer.max_steps``, or the steps that ``max_epochs`` make) as ``lr_t = lr * (1 + cos(pi * t / T)) / 2``,
+            stepped every optimizer step; ``T`` is fixed when the run starts (a resume keeps it).
         fast: bf16 autocast (where native), ``torch.compile`` of the encoders and fused Adam.
     """
 
@@ -64,17 +70,21 @@ class RepresentationLearning(LightningModule):
         objective: ObjectiveName = "pcc",
         objective_args: dict | None = None,
         lr: float = 1e-4,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
         fast: bool = True,
     ) -> None:
         super().__init__()
         if not lr > 0:
             raise ConfigError(f"lr={lr!r} must be > 0, e.g. 1e-4.")
+        if lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"lr_schedule={lr_schedule!r} is unknown: choose 'constant' or 'cosine'.")
         self.save_hyperparameters(ignore=["encoder_a", "encoder_b", "critic"])
         self.encoder_a = encoder_a
         self.encoder_b = encoder_b
         self.critic = critic
         self.objective = build_objective(objective, **(objective_args or {}))
         self.lr = lr
+        self.lr_schedule = lr_schedule
         self.fast = fast
         self._compiled_encode = None
 
@@ -108,9 +118,19 @@ class RepresentationLearning(LightningModule):
         self.log("train/mi", self.objective.mi(scores.detach()), prog_bar=True)
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
         fused = self.fast and self.device.type in ("cpu", "cuda")
-        return torch.optim.Adam(self.parameters(), lr=self.lr, fused=fused or None)
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, fused=fused or None)
+        if self.lr_schedule == "constant":
+            return optimizer
+        total_steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total_steps):
+            raise ConfigError(
+                "lr_schedule='cosine' decays the rate over the run's steps, but this run has no end: "
+                "set trainer.max_steps (or a finite trainer.max_epochs)."
+            )
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(total_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
 
     @property
     def objective_name(self) -> str:
