@@ -8,9 +8,10 @@ from pathlib import Path
 CONFIG = Path(__file__).parents[1] / "configs" / "shallow_mnist.yaml"
 
 
-def pdrl_fit_runner(root: str, checkpoint: Path | None = None, start_step: int = 0):
+def pdrl_fit_runner(root: str, checkpoint: Path | None = None, start_step: int = 0, objective: str | None = None):
     """A closure that continues one ``pdrl.fit`` run of the shipped config by ``k`` more steps, and its CLI; with
-    ``checkpoint`` (saved at ``start_step``), the run starts from it (its first ``fit`` resumes it)."""
+    ``checkpoint`` (saved at ``start_step``), the run starts from it (its first ``fit`` resumes it); ``objective``
+    replaces the config's (``--model.objective``)."""
     from pytorch_lightning import LightningDataModule, LightningModule
 
     from pdrl.fit import PdrlCLI
@@ -21,6 +22,7 @@ def pdrl_fit_runner(root: str, checkpoint: Path | None = None, start_step: int =
         "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
         "--trainer.callbacks", "[]", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", "runs/shallow_speed",
+        *(["--model.objective", objective] if objective else []),
     ]  # fmt: skip
     cli = PdrlCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                   save_config_callback=None, run=False, args=arguments)  # fmt: skip

@@ -4,9 +4,12 @@ A long run can slow down for reasons a fresh-model benchmark never sees (denorma
 the fused Adam step 6x slower by step 2000 before ``pdrl.cpu_denormals``). This times ``pdrl.fit``'s default path of
 ``configs/shallow_mnist.yaml`` from a fresh model and from each given checkpoint (weights and Adam state of a
 ``pdrl.fit`` run of the same model), interleaved in one process, so that a difference between them is the state's
-and not the machine's. A checkpoint's objective does not matter: every variant trains the config's objective.
+and not the machine's. A checkpoint's objective does not matter: every variant trains the config's objective, or
+each of ``--objectives`` in turn (every start with every objective), so that one objective's run can be told apart
+from the machine's speed on the day it ran.
 
     python bench/shallow_state_speed.py --threads 2 CKPT [CKPT ...]     # bench/results/shallow_state_speed_<CPU>.md
+    python bench/shallow_state_speed.py --threads 2 --objectives cpc pcc drfc CKPT
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from bench.shallow_fit_runner import pdrl_fit_runner  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", type=Path, nargs="+")
+    parser.add_argument("checkpoints", type=Path, nargs="*")
+    parser.add_argument("--objectives", nargs="+", default=[None], help="default: the config's objective")
     parser.add_argument("--root", default="../shared/data")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
@@ -38,10 +42,15 @@ def main() -> None:
     args.out = args.out or Path(__file__).parent / "results" / f"shallow_state_speed_{cpu_tag()}.md"
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
-    runners = {"fresh model (step 0)": pdrl_fit_runner(args.root)[0]}
+    starts = {"fresh model (step 0)": (None, 0)}
     for checkpoint in args.checkpoints:
         step = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["global_step"]  # no full read
-        runners[f"`{checkpoint.name}` (step {step})"] = pdrl_fit_runner(args.root, checkpoint, step)[0]
+        starts[f"`{checkpoint.name}` (step {step})"] = (checkpoint, step)
+    runners = {}
+    for start, (checkpoint, step) in starts.items():
+        for objective in args.objectives:
+            name = start if objective is None else f"{start}, {objective}"
+            runners[name] = pdrl_fit_runner(args.root, checkpoint, step, objective)[0]
     for run in runners.values():
         run(5)  # the first call compiles
     times: dict[str, list[float]] = {name: [] for name in runners}
@@ -50,7 +59,7 @@ def main() -> None:
             begin = time.perf_counter()
             runners[name](args.steps)
             times[name].append((time.perf_counter() - begin) / args.steps * 1000)
-    fresh = statistics.median(times["fresh model (step 0)"])
+    first = statistics.median(next(iter(times.values())))
     lines = [
         "# Shallow MNIST: ms per step of pdrl.fit's default path, from a fresh model and from long runs' states",
         "",
@@ -62,13 +71,13 @@ def main() -> None:
         f"{args.rounds} interleaved rounds of {args.steps} steps per variant (each round one `Trainer.fit` call, so "
         "the fit's start is in every figure); the median round is reported.",
         "",
-        "| start | ms per step | against the fresh model | every round |",
+        "| start | ms per step | against the first row | every round |",
         "|---|---|---|---|",
     ]
     for name, values in times.items():
         median = statistics.median(values)
         rounds = ", ".join(f"{value:.1f}" for value in values)
-        lines.append(f"| {name} | {median:.1f} | {median / fresh:.2f} | {rounds} |")
+        lines.append(f"| {name} | {median:.1f} | {median / first:.2f} | {rounds} |")
     write_markdown(args.out, lines)
 
 

@@ -179,3 +179,11 @@ def test_the_step_profile_finds_compiled_graphs_and_matrix_products_in_a_real_pr
     kinds, others = shallow_step_profile.profile_steps(run, steps=3)
     assert kinds["compiled kernels"] > 0 and kinds["matrix products"] > 0
     assert all(shallow_step_profile.kind_of(name) == "everything else" for name, _ in others)
+
+
+@pytest.mark.parametrize("objective, expected", [(None, "pcc"), ("drfc", "drfc")])
+def test_the_fit_runner_trains_the_configs_objective_or_the_one_given(tmp_path, objective, expected):
+    from bench.shallow_fit_runner import pdrl_fit_runner
+
+    _, cli = pdrl_fit_runner(str(tmp_path), objective=objective)  # the data is read only when a fit starts
+    assert cli.model.objective_name == expected
