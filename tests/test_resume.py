@@ -15,9 +15,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
-from pytorch_lightning import Trainer, seed_everything
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning import Callback, Trainer, seed_everything
+from pytorch_lightning.callbacks import LambdaCallback, ModelCheckpoint
 from pytorch_lightning.utilities.data import _update_dataloader
 from torch.utils.data import DistributedSampler, TensorDataset
 
@@ -176,3 +177,45 @@ def test_resumable_loader_takes_lightnings_distributed_sampler():
     loader = _update_dataloader(ResumableDataLoader(dataset, batch_size=4, seed=3), sampler)
     assert isinstance(loader, ResumableDataLoader) and loader.sampler is sampler and loader.seed == 3
     assert len(sum([batch[0].tolist() for batch in loader], [])) == 8  # 10 of 20 per rank, last batch dropped
+
+
+class StopAt(Callback):
+    """Stop the fit cleanly after ``step`` steps, as a run cut short would (the checkpoint of that step is saved)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+def fit_cosine(run_folder: Path, stop_at: int | None = None, ckpt_path: str | None = None) -> tuple[dict, list]:
+    """8 steps of the tiny task with ``lr_schedule='cosine'``; the weights and the learning rate after each step."""
+    seed_everything(0)
+    encoder = {"dim": 32, "num_couplings": 2, "hidden_dims": [16], "init_std": 1.0e-4}
+    task = RepresentationLearning(
+        RealNVP(**encoder, seed=0), RealNVP(**encoder, seed=1), BilinearCritic(32, 32), lr=1e-2,
+        lr_schedule="cosine", fast=False,
+    )  # fmt: skip
+    rates = []
+    record = LambdaCallback(
+        on_train_batch_end=lambda trainer, *_: rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+    )
+    checkpoints = ModelCheckpoint(run_folder / "checkpoints", every_n_train_steps=1, save_last=True, save_top_k=0)
+    callbacks = [checkpoints, record]
+    trainer = Trainer(
+        max_steps=8, callbacks=callbacks + ([StopAt(stop_at)] if stop_at else []), plugins=[AtomicCheckpointIO()],
+        logger=False, enable_progress_bar=False, enable_model_summary=False, deterministic=True,
+    )  # fmt: skip
+    trainer.fit(task, datamodule=DigitsDataModule(batch_size=64), ckpt_path=ckpt_path)
+    return task.state_dict(), rates
+
+
+def test_cosine_schedule_resumes_where_it_stopped(tmp_path):
+    reference, reference_rates = fit_cosine(tmp_path / "reference")
+    _, first_rates = fit_cosine(tmp_path / "cut", stop_at=4)
+    resumed, later_rates = fit_cosine(tmp_path / "cut", ckpt_path=str(find_last_checkpoint(tmp_path / "cut")))
+    assert len(first_rates) == 4 and first_rates + later_rates == reference_rates  # the schedule's own step count
+    assert reference_rates[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(torch.equal(resumed[name], weight) for name, weight in reference.items())

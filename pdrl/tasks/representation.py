@@ -58,7 +58,8 @@ class RepresentationLearning(LightningModule):
         lr: Adam learning rate (the paper: 1e-4).
         lr_schedule: ``"constant"`` (the paper) or ``"cosine"``: the rate decays over the run's steps ``T``
             (``trainer.max_steps``, or the steps that ``max_epochs`` make) as ``lr_t = lr * (1 + cos(pi * t / T)) / 2``,
-            stepped every optimizer step; ``T`` is fixed when the run starts (a resume keeps it).
+            stepped every optimizer step. ``T`` is fixed when the run starts: a resume restores it with the
+            scheduler's state, so resume with the same ``max_steps`` (past ``T`` the rate would climb again).
         fast: bf16 autocast (where native), ``torch.compile`` of the encoders and fused Adam.
     """
 
