@@ -231,4 +231,3 @@ def test_constant_schedule_keeps_the_rate():
 def test_cosine_schedule_refuses_a_run_without_end():
     with pytest.raises(ConfigError, match="max_steps"):
         _fit_tiny_task("cosine", max_steps=-1, max_epochs=-1)
-
