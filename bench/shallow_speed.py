@@ -44,10 +44,10 @@ from bench.shallow_fit_runner import pdrl_fit_runner  # noqa: E402
 from pdrl.tasks.representation import bf16_is_fast  # noqa: E402
 
 
-def bare_fp32_loop(
+def bare_loop(
     batches: list[tuple[torch.Tensor, torch.Tensor]], checkpoint: dict | None = None, flush=False, fast=False
 ):
-    """A closure that runs ``k`` plain float32 steps of the same model and returns nothing.
+    """A closure that runs ``k`` plain steps of the same model and returns nothing: float32 eager by default.
 
     ``checkpoint``: a ``pdrl.fit`` checkpoint of the same model whose weights and Adam state the loop starts from
     (Adam's own settings stay the loop's: single-tensor, fused with ``fast``). ``flush``: denormals flushed to zero
@@ -207,9 +207,9 @@ def main() -> None:
     loader = cli.datamodule.train_dataloader()
     batches = [batch for _, batch in zip(range(20), loader, strict=False)]
     variants = {
-        "bare_fp32": bare_fp32_loop(batches, start),
-        "bare_fp32_flush": bare_fp32_loop(batches, start, flush=True),
-        "bare_fast": bare_fp32_loop(batches, start, fast=True),
+        "bare_fp32": bare_loop(batches, start),
+        "bare_fp32_flush": bare_loop(batches, start, flush=True),
+        "bare_fast": bare_loop(batches, start, fast=True),
         "pdrl_fit": fit_run,
     }
     del start

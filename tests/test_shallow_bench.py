@@ -118,7 +118,7 @@ def test_the_bare_loop_starts_from_a_checkpoints_weights_and_adam_state_with_its
     task.training_step(batch, 0).backward()
     optimizer.step()
     checkpoint = {"state_dict": task.state_dict(), "optimizer_states": [optimizer.state_dict()]}
-    run = shallow_speed.bare_fp32_loop([batch], checkpoint)
+    run = shallow_speed.bare_loop([batch], checkpoint)
     for name, value in task.state_dict().items():
         assert torch.equal(run.modules.state_dict()[name], value), name
     loaded = [run.optimizer.state[parameter]["exp_avg"] for parameter in run.modules.parameters()]
@@ -131,7 +131,7 @@ def test_the_bare_loop_starts_from_a_checkpoints_weights_and_adam_state_with_its
 def test_the_fast_bare_loop_is_pdrls_fast_path_by_hand():
     torch = shallow_speed.torch
     batch = (torch.rand(8, 392), torch.rand(8, 392))
-    run = shallow_speed.bare_fp32_loop([batch], fast=True)
+    run = shallow_speed.bare_loop([batch], fast=True)
     assert run.optimizer.param_groups[0]["fused"]
     assert run.bf16 == shallow_speed.bf16_is_fast(torch.device("cpu"))
     assert hasattr(run.encode_step, "_torchdynamo_orig_callable")  # compiled lazily, at its first step

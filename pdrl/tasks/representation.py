@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from pytorch_lightning import LightningModule
@@ -13,6 +13,8 @@ from pdrl.cpu_denormals import FlushDenormalsDuringFit
 from pdrl.errors import ConfigError
 from pdrl.losses import build_objective
 from pdrl.tasks.names import ObjectiveName
+
+LrSchedule = Literal["constant", "cosine"]
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -71,14 +73,14 @@ class RepresentationLearning(LightningModule):
         objective: ObjectiveName = "pcc",
         objective_args: dict | None = None,
         lr: float = 1e-4,
-        lr_schedule: Literal["constant", "cosine"] = "constant",
+        lr_schedule: LrSchedule = "constant",
         fast: bool = True,
     ) -> None:
         super().__init__()
         if not lr > 0:
             raise ConfigError(f"lr={lr!r} must be > 0, e.g. 1e-4.")
-        if lr_schedule not in ("constant", "cosine"):
-            raise ConfigError(f"lr_schedule={lr_schedule!r} is unknown: choose 'constant' or 'cosine'.")
+        if lr_schedule not in get_args(LrSchedule):
+            raise ConfigError(f"lr_schedule={lr_schedule!r} is unknown: choose one of {get_args(LrSchedule)}.")
         self.save_hyperparameters(ignore=["encoder_a", "encoder_b", "critic"])
         self.encoder_a = encoder_a
         self.encoder_b = encoder_b
