@@ -129,3 +129,22 @@ def test_offline_is_chosen_only_without_a_mode_and_without_a_key(tmp_path: Path)
         environ = {"HOME": str(tmp_path), **given}
         assert not choose_wandb_mode(environ)
         assert environ.get("WANDB_MODE") == given.get("WANDB_MODE")
+
+
+def test_a_run_that_logs_elsewhere_needs_no_wandb(tmp_path: Path) -> None:
+    """wandb is imported where a W&B logger logs, never at import: a run with a CSVLogger trains, probes and plots
+    with ``import wandb`` failing (a GPU machine without it, say)."""
+    code = (
+        "import sys; sys.modules['wandb'] = None\n"  # any `import wandb` now raises ImportError
+        "from pdrl.fit import main\n"
+        "main(sys.argv[1:])\n"
+        "assert 'wandb' not in {name.split('.')[0] for name, module in sys.modules.items() if module is not None}\n"
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", code, *QUICK_START, "--trainer.max_steps", "2",
+         "--trainer.logger", "pytorch_lightning.loggers.CSVLogger", "--trainer.logger.save_dir", str(tmp_path)],
+        cwd=tmp_path, env=fresh_machine_env(tmp_path), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "probe/accuracy" in next(tmp_path.glob("*/version_0/metrics.csv")).read_text()

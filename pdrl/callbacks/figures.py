@@ -8,7 +8,8 @@
 - ``MIStaircase``: the MI estimate of every step against the true MI staircase (``figures/mi_staircase``),
   logged at the end of every MI level and at the end of training.
 
-Each logs to the run's ``WandbLogger`` at the trainer's step and does nothing when W&B is disabled.
+Each logs to the run's ``WandbLogger`` at the trainer's step and does nothing when W&B is disabled. ``wandb`` is
+imported only when there is a W&B logger to log to, so a run without one (``CSVLogger``, say) needs no ``wandb``.
 ``default_figure_callbacks`` picks those that fit a task and its data; ``pdrl.fit`` adds them.
 """
 
@@ -21,7 +22,6 @@ import matplotlib
 matplotlib.use("Agg")  # figures are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-import wandb  # noqa: E402
 from pytorch_lightning import Callback, LightningDataModule, LightningModule, Trainer  # noqa: E402
 from pytorch_lightning.loggers import WandbLogger  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
@@ -53,6 +53,8 @@ def log_probe_curve(trainer: Trainer, history: list[dict[str, float]], baseline:
     loggers = wandb_loggers(trainer)
     if not loggers or not history:
         return
+    import wandb
+
     table = wandb.Table(columns=["step", "accuracy"], data=[[entry["step"], entry["accuracy"]] for entry in history])
     figure = probe_curve_figure(history, baseline)
     plot = wandb.plot.line(table, "step", "accuracy", title="Linear-probe accuracy")
@@ -117,6 +119,8 @@ class FeatureProjection(Callback):
             features.append(pl_module.embed(inputs.to(pl_module.device)).float().flatten(1).cpu())
             labels.append(targets)
         pl_module.train(was_training)
+        import wandb
+
         points = PCA(n_components=2).fit_transform(torch.cat(features).numpy())
         figure, axes = plt.subplots(figsize=(5, 4.5))
         scatter = axes.scatter(points[:, 0], points[:, 1], c=torch.cat(labels).numpy(), cmap="tab10", s=6)
@@ -162,6 +166,8 @@ class MIStaircase(Callback):
         loggers = wandb_loggers(trainer)
         if not loggers or not self.steps:
             return
+        import wandb
+
         estimates = torch.tensor(self.estimates)
         window = max(1, min(200, len(estimates) // 20))
         smoothed = torch.nn.functional.avg_pool1d(estimates[None, None], window, stride=1).flatten()
