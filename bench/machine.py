@@ -23,14 +23,18 @@ def cpu_model() -> str:
 
 
 def describe() -> str:
-    """E.g. 'AMD EPYC, x86_64, 2 cores, vector ISA AVX2, bf16 not native, torch 2.14.1+cu130'."""
+    """E.g. 'AMD EPYC, x86_64, 2 cores, vector ISA AVX2, bf16 not native, torch 2.14.1+cu130', and the GPU where
+    there is one: '..., GPU NVIDIA H100 80GB HBM3 (CUDA 13.0)'."""
     bf16 = "bf16 not native"
     if bf16_is_fast(torch.device("cpu")):
         bf16 = "bf16 native (AMX)" if has_amx() else "bf16 native"
-    return (
+    text = (
         f"{cpu_model()}, {platform.machine()}, {os.cpu_count()} cores, vector ISA "
         f"{torch.backends.cpu.get_cpu_capability()}, {bf16}, torch {torch.__version__}"
     )
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+    return text
 
 
 def has_amx() -> bool:

@@ -6,9 +6,14 @@ every ``--probe-every`` steps, and writes the probe history and wall time to ``<
 bench/results/shallow_runs/, committed, so the tables below can always be rebuilt from their data). ``--max-steps``
 ends the run at a step; ``--minutes`` at a wall-time budget, whichever comes first.
 
+``--solver lbfgs`` probes with pdrl's L-BFGS instead of the paper's saga (on a GPU, where saga's CPU fits would take
+longer than the training). The run trains on a GPU where there is one (Lightning's ``accelerator: auto``); its JSON
+names the device.
+
 ``parity`` tabulates the probe accuracy of the fast path against the float32 path (mean ± std over seeds);
-``protocol`` tabulates and plots the full-protocol curves of CPC, PCC and D-RFC. Both read the runs in ``--out`` and
-write to its parent folder (by default bench/results/).
+``protocol`` tabulates and plots the full-protocol curves of CPC, PCC and D-RFC from the runs whose tag starts with
+``--prefix`` (``protocol_``; ``bench/gpu_protocol.sh`` writes ``gpu_protocol_``) into ``<--report>.md`` and ``.png``.
+Both read the runs in ``--out`` and write to its parent folder (by default bench/results/).
 
     python bench/shallow_mnist.py run --objective pcc --seed 0 --fast false --max-steps 2000 --probe-every 1000 \\
         --tag parity_fastfalse_seed0 --root ../shared/data
@@ -16,6 +21,7 @@ write to its parent folder (by default bench/results/).
     python bench/shallow_mnist.py run --objective cpc --max-steps 21000 --probe-every 1000 --minutes 85 \\
         --tag protocol_cpc
     python bench/shallow_mnist.py protocol
+    python bench/shallow_mnist.py protocol --prefix gpu_protocol_ --report shallow_mnist_gpu
 """
 
 from __future__ import annotations
@@ -65,12 +71,15 @@ def run(args: argparse.Namespace) -> None:
         "--trainer.default_root_dir", str(args.workdir / args.tag),
         "--trainer.enable_progress_bar", "false",
         "--trainer.callbacks.init_args.every_n_steps", str(args.probe_every),
+        "--trainer.callbacks.init_args.solver", args.solver,
     ])  # fmt: skip
     probe = next(callback for callback in cli.trainer.callbacks if isinstance(callback, LinearProbe))
+    device = cli.trainer.strategy.root_device
     result = {
         "tag": args.tag, "objective": args.objective, "seed": args.seed, "fast": args.fast == "true",
         "steps": cli.trainer.global_step, "wall_seconds": time.perf_counter() - started, "threads": args.threads,
         "machine": describe(), "load_before": load_before, "load_after": os.getloadavg()[0], "solver": probe.solver,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
         "history": probe.history, "raw_pixel_accuracy": probe.raw_pixel_accuracy,
         "command": "python bench/shallow_mnist.py " + " ".join(sys.argv[1:]),
     }  # fmt: skip
@@ -144,18 +153,22 @@ def protocol(args: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = load_runs(args.out, "protocol_")
+    runs = load_runs(args.out, args.prefix)
+    devices = sorted({entry.get("device", "cpu") for entry in runs})
+    on = " and ".join("2-core CPU" if device == "cpu" else device for device in devices)
     figure, axes = plt.subplots(figsize=(6, 4))
     lines = [
-        "# Shallow MNIST: the PD paper's protocol, CPC vs PCC vs D-RFC",
+        f"# Shallow MNIST: the PD paper's protocol, CPC vs PCC vs D-RFC, on {on}",
         "",
-        "Machine: per run, in the table; no GPU. Setting: `configs/shallow_mnist.yaml` (two 30-coupling RealNVPs "
-        "512-512, init std 1e-4, bilinear critic, Adam 1e-4, batch 128, the default fast path), seed 0, probe "
-        "(saga, the paper's protocol, C = 10) at step 0 (the untrained encoder) and every 1000 steps.",
+        "Machine: per run, in the table (the device trained on: "
+        + ", ".join(f"`{device}`" for device in devices)
+        + "). Setting: `configs/shallow_mnist.yaml` (two 30-coupling RealNVPs 512-512, init std 1e-4, bilinear "
+        "critic, Adam 1e-4, batch 128, the default fast path), seed 0, probe (C = 10; solver per run: saga is the "
+        "paper's protocol, lbfgs pdrl's fit to the optimum) at step 0 (the untrained encoder) and every 1000 steps.",
         "",
-        "| objective | steps | wall time (min) | threads | machine | load (before/after) | step 0 | last | best "
-        "| curve |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| objective | steps | wall time (min) | threads | probe | machine | load (before/after) | step 0 | last "
+        "| best | curve |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in runs:
         steps = [h["step"] for h in entry["history"]]
@@ -164,17 +177,17 @@ def protocol(args: argparse.Namespace) -> None:
         curve = ", ".join(f"{s}: {a:.4f}" for s, a in zip(steps, accuracy, strict=True))
         lines.append(
             f"| {entry['objective'].upper()} | {entry['steps']} | {entry['wall_seconds'] / 60:.1f} "
-            f"| {entry['threads']} | {entry.get('machine', UNRECORDED_MACHINE)} "
+            f"| {entry['threads']} | {entry.get('solver', 'saga')} | {entry.get('machine', UNRECORDED_MACHINE)} "
             f"| {entry['load_before']:.1f}/{entry['load_after']:.1f} | {accuracy[0]:.4f} | {accuracy[-1]:.4f} | "
             f"{max(accuracy):.4f} | {curve} |"
         )
     raw = runs[0]["raw_pixel_accuracy"] if runs else float("nan")
     axes.axhline(raw, color="grey", linestyle="--", label=f"raw top half {raw:.4f}")
-    axes.set(xlabel="training step", ylabel="linear probe test accuracy", title="Shallow MNIST, 2-core CPU")
+    axes.set(xlabel="training step", ylabel="linear probe test accuracy", title=f"Shallow MNIST, {on}")
     axes.legend()
     figure.tight_layout()
-    figure.savefig(args.out.parent / "shallow_mnist.png", dpi=120)
-    lines += ["", f"Raw top-half pixels: {raw:.4f}. Curve: `shallow_mnist.png`. Commands:", ""]
+    figure.savefig(args.out.parent / f"{args.report}.png", dpi=120)
+    lines += ["", f"Raw top-half pixels: {raw:.4f}. Curve: `{args.report}.png`. Commands:", ""]
     lines += [f"- `{entry['command']}`" for entry in runs]
     lines += ["", "How each run ended:", ""]
     for entry in runs:
@@ -185,7 +198,7 @@ def protocol(args: argparse.Namespace) -> None:
         )
         note = f"; {entry['provenance']}" if "provenance" in entry else ""
         lines.append(f"- {entry['objective'].upper()}: {ended}{note}.")
-    earlier = load_runs(args.out / EARLIER, "protocol_")
+    earlier = load_runs(args.out / EARLIER, args.prefix)
     if earlier:
         folder = f"{args.out.name}/{EARLIER}/"
         lines += ["", f"Earlier runs of the same protocol, replaced above by reruns (data in `{folder}`):", ""]
@@ -196,7 +209,7 @@ def protocol(args: argparse.Namespace) -> None:
             + (f"; {entry['provenance']}" if "provenance" in entry else "")
             for entry in earlier
         ]
-    (args.out.parent / "shallow_mnist.md").write_text("\n".join(lines) + "\n")
+    (args.out.parent / f"{args.report}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -224,6 +237,9 @@ if __name__ == "__main__":
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tag", default=None)
+    parser.add_argument("--solver", default="saga", choices=("saga", "lbfgs"), help="the linear probe's solver")
+    parser.add_argument("--prefix", default="protocol_", help="protocol: the runs whose tag starts with this")
+    parser.add_argument("--report", default="shallow_mnist", help="protocol: the report's file name, no suffix")
     arguments = parser.parse_args()
     arguments.tag = arguments.tag or f"{arguments.objective}_seed{arguments.seed}_fast{arguments.fast}"
     {"run": run, "parity": parity, "protocol": protocol}[arguments.action](arguments)

@@ -28,6 +28,12 @@ def test_describe_names_the_cpu_and_whether_bf16_is_native():
     assert machine.cpu_tag().startswith(shallow_speed.torch.backends.cpu.get_cpu_capability().lower())
 
 
+def test_describe_names_the_gpu_where_there_is_one(monkeypatch):
+    monkeypatch.setattr(machine.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(machine.torch.cuda, "get_device_name", lambda index: "NVIDIA H100 80GB HBM3")
+    assert machine.describe().endswith(f", GPU NVIDIA H100 80GB HBM3 (CUDA {machine.torch.version.cuda})")
+
+
 @pytest.mark.parametrize("amx, bf16, expected", [(True, True, "avx512_amx_bf16"), (False, True, "avx512_bf16"),
                                                  (False, False, "avx512")])  # fmt: skip
 def test_cpu_tag_keeps_amx_machines_apart(monkeypatch, amx, bf16, expected):
@@ -93,10 +99,11 @@ def test_the_protocol_table_holds_the_current_runs_and_names_the_earlier_ones_ap
                                      (runs / shallow_mnist.EARLIER, "drfc", [0.8486, 0.8825, 0.9155])):  # fmt: skip
         entry = {**parity_run(0, True, curve), "objective": objective, "tag": f"protocol_{objective}"}
         (folder / f"protocol_{objective}.json").write_text(json.dumps(entry))
-    shallow_mnist.protocol(argparse.Namespace(out=runs))
+    shallow_mnist.protocol(argparse.Namespace(out=runs, prefix="protocol_", report="shallow_mnist"))
     text = (tmp_path / "shallow_mnist.md").read_text()
     assert text.count("| DRFC |") == 1 and text.count("| CPC |") == 1  # the earlier run is not a row of the table
-    assert "| DRFC | 2000 | 10.0 | 2 | test CPU | 0.5/1.5 | 0.8486 | 0.9201 | 0.9201 |" in text
+    assert "| DRFC | 2000 | 10.0 | 2 | saga | test CPU | 0.5/1.5 | 0.8486 | 0.9201 | 0.9201 |" in text
+    assert "on 2-core CPU" in text and "`cpu`" in text  # runs from before the device was recorded ran on the CPU
     earlier = text.split("Earlier runs of the same protocol")[1]
     assert "`shallow_runs/earlier/`" in earlier and "- DRFC: 2000 steps in 10.0 min on test CPU" in earlier
     assert "0.8486 / 0.8825 / 0.9155" in earlier and "0.9201" not in earlier
@@ -187,3 +194,18 @@ def test_the_fit_runner_trains_the_configs_objective_or_the_one_given(tmp_path, 
 
     _, cli = pdrl_fit_runner(str(tmp_path), objective=objective)  # the data is read only when a fit starts
     assert cli.model.objective_name == expected
+
+
+def test_gpu_runs_get_their_own_report_that_names_the_device_and_the_probe(tmp_path):
+    """bench/gpu_protocol.sh's runs (tag gpu_protocol_*) beside the CPU's: each report holds its own runs only."""
+    runs = tmp_path / "shallow_runs"
+    runs.mkdir()
+    cpu = {**parity_run(0, True, [0.8486, 0.8695, 0.8993]), "objective": "cpc", "solver": "saga"}
+    gpu = {**cpu, "device": "NVIDIA H100 80GB HBM3", "solver": "lbfgs", "wall_seconds": 90.0, "threads": 16}
+    (runs / "protocol_cpc.json").write_text(json.dumps(cpu))
+    (runs / "gpu_protocol_cpc.json").write_text(json.dumps(gpu))
+    shallow_mnist.protocol(argparse.Namespace(out=runs, prefix="gpu_protocol_", report="shallow_mnist_gpu"))
+    text = (tmp_path / "shallow_mnist_gpu.md").read_text()
+    assert "on NVIDIA H100 80GB HBM3" in text and text.count("| CPC |") == 1
+    assert "| CPC | 2000 | 1.5 | 16 | lbfgs | test CPU |" in text
+    assert (tmp_path / "shallow_mnist_gpu.png").is_file() and not (tmp_path / "shallow_mnist.md").exists()
