@@ -31,6 +31,7 @@ run() {
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site:$PWD WANDB_MODE=disabled PYTHONUNBUFFERED=1
     mkdir -p "$out"
+    exec > >(tee "$out/gpu_protocol_log.txt") 2>&1  # the whole log comes back, not only the call's last lines
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$out/gpu_protocol_nvidia_smi.txt" || true
     for objective in ${OBJECTIVES:-cpc pcc drfc}; do
         python3 bench/shallow_mnist.py run --objective "$objective" --max-steps "${STEPS:-21000}" \

@@ -103,14 +103,25 @@ def mean_std(values: list[float]) -> str:
 
 
 def parity(args: argparse.Namespace) -> None:
+    """One table per machine (bf16 products differ between CPUs): each path's accuracy as mean ± std over seeds."""
     runs = load_runs(args.out, "parity_")
     if not runs:
         raise SystemExit(f"No parity runs (parity_*.json) in {args.out}: run `bash bench/shallow_parity.sh` first.")
+    lines = ["# Shallow MNIST: the fast path learns what the float32 path learns", ""]
+    by_machine: dict[str, list[dict]] = {}
+    for entry in runs:
+        by_machine.setdefault(entry.get("machine", UNRECORDED_MACHINE), []).append(entry)
+    for machine, group in by_machine.items():
+        lines += [f"## {machine}", "", *parity_table(group)]
+    (args.out.parent / "shallow_parity.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def parity_table(runs: list[dict]) -> list[str]:
+    """The parity runs of one machine: the setting, a row per path, the runs and the raw-pixel baseline."""
     lengths = sorted({entry["steps"] for entry in runs})
     probed = sorted(set.intersection(*({h["step"] for h in entry["history"]} for entry in runs)))
     lines = [
-        "# Shallow MNIST: the fast path learns what the float32 path learns",
-        "",
         f"Machine: {machines(runs)}. Setting: `configs/shallow_mnist.yaml`, PCC, "
         f"{' / '.join(str(n) for n in lengths)} steps, probe (saga, the paper's protocol) at steps "
         f"{', '.join(str(step) for step in probed)}. `fast: true` is bf16 autocast (where the CPU has native bf16) + "
@@ -142,9 +153,7 @@ def parity(args: argparse.Namespace) -> None:
     lines += [f"- `{e['command']}`: {[(h['step'], round(h['accuracy'], 4)) for h in e['history']]}, "
               f"{e['steps']} steps, {e['wall_seconds']:.0f} s" for e in runs]  # fmt: skip
     raw = {e["raw_pixel_accuracy"] for e in runs}
-    lines += ["", f"Raw top-half pixels, same protocol: {', '.join(f'{r:.4f}' for r in raw)}.", ""]
-    (args.out.parent / "shallow_parity.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    return [*lines, "", f"Raw top-half pixels, same protocol: {', '.join(f'{r:.4f}' for r in raw)}.", ""]
 
 
 def protocol(args: argparse.Namespace) -> None:

@@ -83,11 +83,17 @@ def test_parity_tabulates_every_probed_step_as_mean_and_std_over_seeds(tmp_path)
         for fast in (False, True):
             entry = parity_run(seed, fast, [0.8486, 0.860 + offset, 0.866 + offset + 0.001 * fast])
             (runs / f"parity_fast{str(fast).lower()}_seed{seed}.json").write_text(json.dumps(entry))
+    for seed in (0, 1):  # another CPU's runs: a table of their own, never averaged with the first CPU's
+        entry = {**parity_run(seed, True, [0.8486, 0.850, 0.851 + 0.002 * seed]), "machine": "other CPU"}
+        (runs / f"parity_other_fasttrue_seed{seed}.json").write_text(json.dumps(entry))
     shallow_mnist.parity(argparse.Namespace(out=runs))
     text = (tmp_path / "shallow_parity.md").read_text()  # beside the runs' folder, not in bench/results
-    assert "2000 steps" in text and "step 0 (untrained) | step 1000 | step 2000 |" in text
-    assert "| float32 | 0, 1, 2 | 2 | 0.8486 ± 0.0000 | 0.8620 ± 0.0020 | 0.8680 ± 0.0020 |" in text
-    assert "| fast | 0, 1, 2 | 2 | 0.8486 ± 0.0000 | 0.8620 ± 0.0020 | 0.8690 ± 0.0020 |" in text
+    first, other = text.split("## test CPU")[1].split("## other CPU")
+    assert "2000 steps" in first and "step 0 (untrained) | step 1000 | step 2000 |" in first
+    assert "| float32 | 0, 1, 2 | 2 | 0.8486 ± 0.0000 | 0.8620 ± 0.0020 | 0.8680 ± 0.0020 |" in first
+    assert "| fast | 0, 1, 2 | 2 | 0.8486 ± 0.0000 | 0.8620 ± 0.0020 | 0.8690 ± 0.0020 |" in first
+    assert "| fast | 0, 1 | 2 | 0.8486 ± 0.0000 | 0.8500 ± 0.0000 | 0.8520 ± 0.0014 |" in other
+    assert "float32" not in other.split("|---|")[-1] and "Machine: other CPU; no GPU" in other
     with pytest.raises(SystemExit, match="No parity runs"):
         shallow_mnist.parity(argparse.Namespace(out=tmp_path / "empty"))
 
