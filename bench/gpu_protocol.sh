@@ -4,7 +4,8 @@
 #
 #   bash bench/gpu_protocol.sh prepare   # here: the wheels the GPU image lacks into .whl/, MNIST's .gz into data/
 #   bash bench/gpu_protocol.sh run       # there, as the device tool's command, carrying .whl and data
-#   python bench/shallow_mnist.py protocol --out <the returned folder> --prefix gpu_protocol_ --report shallow_mnist_gpu
+#   then here: cp <the returned folder>/gpu_protocol_*.json bench/results/shallow_runs/ &&
+#              python bench/shallow_mnist.py protocol --prefix gpu_protocol_ --report shallow_mnist_gpu
 #
 # The GPU image has torch and pytorch-lightning but not jsonargparse (nor wandb, which a CSVLogger run does not need).
 # Each run gets a wall-time budget of MINUTES (default 2, the goal per run), so three runs and the start fit in the
