@@ -16,6 +16,14 @@ os.environ["WANDB_MODE"] = "disabled"
 
 
 @pytest.fixture(autouse=True, scope="session")
+def decode_cache_of_the_session(tmp_path_factory) -> Path:
+    """Decoded image folders go to a folder of this session (``pdrl.data.decode_cache``), never to ~/.cache."""
+    folder = tmp_path_factory.mktemp("decode_cache")
+    os.environ["PDRL_CACHE_DIR"] = str(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """One torch thread for the whole suite: its many small ops only lose to thread overhead on 2 shared cores."""
     threads = torch.get_num_threads()

@@ -64,7 +64,7 @@ BAD_ARGUMENTS = [
     (
         "missing image folder",
         ["--data", "pdrl.data.images.ImageFolderDataModule", "--data.root", "{tmp}/no_images"],
-        "ImageFolderDataModule needs {tmp}/no_images/train/<class name>/<image files>",
+        "The image folder {tmp}/no_images does not exist: give the folder that holds train/<class>/ and test/<class>/",
     ),
     ("checkpoint that does not exist", ["--ckpt_path", "{tmp}/nowhere.ckpt"], "Checkpoint {tmp}/nowhere.ckpt does not"),
     ("--ckpt_path last without a checkpoint", ["--ckpt_path", "last"], "--ckpt_path last found no last*.ckpt in"),

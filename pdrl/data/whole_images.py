@@ -22,15 +22,13 @@ however many devices run.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from pdrl import distributed
+from pdrl.data.image_folder import read_image_folder
 from pdrl.data.images import CIFAR10DataModule, FashionMNISTDataModule, HalfImageDataModule, MNISTDataModule
 from pdrl.data.resumable import ResumableDataLoader, per_device_batch_size
 from pdrl.errors import ConfigError
@@ -57,31 +55,6 @@ def to_rgb32(images: torch.Tensor) -> torch.Tensor:
     top, left = (IMAGE_SIZE - height) // 2, (IMAGE_SIZE - width) // 2
     padding = (left, IMAGE_SIZE - width - left, top, IMAGE_SIZE - height - top)
     return F.pad(images, padding).contiguous()
-
-
-def read_image_folder(folder: Path, class_to_idx: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every image of ``folder/<class>/`` as ``(uint8 (N, 3, 32, 32), int64 labels)`` with the given class map."""
-    from PIL import Image
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
-
-    unknown = sorted(path.name for path in folder.iterdir() if path.is_dir() and path.name not in class_to_idx)
-    if unknown:
-        raise ConfigError(
-            f"{folder} has class folders that the train split lacks: {', '.join(unknown)}. "
-            "The classes are those of the train split; add them there or remove them here."
-        )
-    samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
-    if not samples:
-        raise FileNotFoundError(f"{folder} holds no images ({', '.join(IMG_EXTENSIONS)}) in its class folders.")
-    images = []
-    for path, _ in samples:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-                image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
-            images.append(np.asarray(image, dtype=np.uint8))
-    labels = torch.tensor([label for _, label in samples], dtype=torch.long)
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), labels
 
 
 class WholeImageDataModule(LightningDataModule):
@@ -133,17 +106,8 @@ class WholeImageDataModule(LightningDataModule):
             images = torch.as_tensor(images)
             images = images.unsqueeze(-1) if images.dim() == 3 else images
             return images.permute(0, 3, 1, 2), torch.as_tensor(labels).long()
-        train_folder = Path(self.root) / "train"
-        folder = Path(self.root) / ("train" if train else "test")
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"dataset='folder' needs {folder}/<class name>/<image files> "
-                f"(and likewise {Path(self.root) / 'test'}); that folder does not exist."
-            )
-        from torchvision.datasets.folder import find_classes
-
-        _, class_to_idx = find_classes(str(train_folder))
-        return read_image_folder(folder, class_to_idx)
+        images, labels = read_image_folder(self.root, "train" if train else "test", "RGB", IMAGE_SIZE)
+        return images.permute(0, 3, 1, 2), labels
 
     def split(self, train: bool) -> TensorDataset:
         """The train or test split as ``(uint8 images (N, 3, 32, 32), int64 labels)``."""
