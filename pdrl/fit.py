@@ -32,15 +32,24 @@ CPU memory (``pdrl.cpu_allocator``): before training, glibc is told to keep free
 tensors above 32 MiB (the joint MI critic's activations on all n^2 pairs) are not mapped and page-faulted afresh
 every step; same numbers. Measured in ``bench.mi``'s joint-critic ensemble: 2x faster on CPU
 (``bench/results/mi_benchmark.md``); no change on the shallow MNIST step; not timed through ``pdrl.fit`` itself.
+
+A quiet terminal (``quiet_lightning``, for the run of ``main`` only): a fit prints pdrl's own lines, the model
+summary, the progress bar and real warnings. Lightning's "Tip" lines (litlogger, litmodels), its "GPU available" /
+"TPU available" lines, its ``num_workers`` hint (pdrl's datamodules hold their tensors in memory and load with
+``num_workers=0`` on purpose) and the ``LeafSpec`` deprecation that Lightning's own code triggers in torch are
+dropped; every other Lightning line and warning stays.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +60,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from pdrl import checkpointing, tasks, wandb_setup
 from pdrl.callbacks.checkpoint_state import RandomState, RunConfig, WandbRunId
@@ -279,22 +289,49 @@ def check_probe_needs(trainer: Trainer, model: LightningModule, datamodule: Ligh
             )
 
 
+# Lightning's info lines that say nothing about this run: where its logger (``pytorch_lightning.utilities.rank_zero``,
+# used by every ``rank_zero_info``) is filtered rather than raised to WARNING, which would also drop the lines worth
+# reading ("Restoring states from the checkpoint path at ...", "`Trainer.fit` stopped: `max_steps=...` reached.").
+LIGHTNING_RANK_ZERO_LOGGER = "pytorch_lightning.utilities.rank_zero"
+DROPPED_LIGHTNING_LINES = ("💡 Tip:", "GPU available:", "TPU available:")
+# (message regex, category) of the warnings a fit drops: Lightning's hint to use DataLoader workers (pdrl's datamodules
+# load in-memory tensors with num_workers=0 on purpose), and the FutureWarning that Lightning's own _pytree code
+# triggers by building torch's deprecated LeafSpec.
+DROPPED_WARNINGS = (
+    (r"The '\w+' does not have many workers which may be a bottleneck", PossibleUserWarning),
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+)
+
+
+class _DropLightningLines(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(DROPPED_LIGHTNING_LINES)
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Within the block, drop ``DROPPED_LIGHTNING_LINES`` and ``DROPPED_WARNINGS``; both are restored after it."""
+    logger = logging.getLogger(LIGHTNING_RANK_ZERO_LOGGER)
+    dropped = _DropLightningLines()
+    logger.addFilter(dropped)
+    try:
+        with warnings.catch_warnings():
+            for message, category in DROPPED_WARNINGS:
+                warnings.filterwarnings("ignore", message=message, category=category)
+            yield
+    finally:
+        logger.removeFilter(dropped)
+
+
 def main(args: list[str] | None = None) -> PdrlCLI:
     """Parse ``args`` (``sys.argv`` when None), build the task and fit it."""
     if args is None:  # resolve in place: LightningCLI warns when given both args and a command line
         sys.argv[1:] = resolve_config_args(sys.argv[1:])
-    else:
-        args = resolve_config_args(list(args))
     offline = wandb_setup.choose_wandb_mode()
-    try:
-        cli = _build_cli(args, offline)
-    except ArgumentError as error:
-        message = with_renamed_keys(str(error))
-        if message == str(error):
-            raise
-        raise ArgumentError(None, message) from None
-    keep_freed_memory()
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    with quiet_lightning():
+        cli = build_cli(args, wandb_offline_notice=offline)
+        keep_freed_memory()
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
     return cli
 
 
@@ -308,23 +345,41 @@ def with_renamed_keys(message: str) -> str:
     return message
 
 
-def _build_cli(args: list[str] | None, offline: bool) -> PdrlCLI:
-    return PdrlCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_callback=RunConfigCallback,
-        save_config_kwargs={"overwrite": True, "wandb_offline_notice": offline},
-        parser_kwargs={
-            "exit_on_error": False,
-            "usage": USAGE,
-            "description": help_description(),
-        },
-        parser_class=PdrlArgumentParser,
-        run=False,
-        args=args,
-    )
+def build_cli(
+    args: list[str] | None = None, *, wandb_offline_notice: bool = False, save_config: bool = True
+) -> PdrlCLI:
+    """The ``python -m pdrl.fit`` command for ``args`` (``sys.argv`` when None), parsed and built, not fitted.
+
+    ``cli.model``, ``cli.datamodule`` and ``cli.trainer`` are ready for ``cli.trainer.fit(...)``, with pdrl's checks
+    and callbacks (``main`` then only calls ``keep_freed_memory`` and fits, in ``quiet_lightning``). The ``--config``
+    values in ``args`` are resolved like the command line's (shipped names); a rejected key that a task renamed says
+    its new name. ``wandb_offline_notice``: print the offline W&B line (``main`` passes whether it chose offline);
+    ``save_config=False`` writes no resolved config.
+    """
+    if args is not None:
+        args = resolve_config_args(list(args))
+    try:
+        return PdrlCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=RunConfigCallback if save_config else None,
+            save_config_kwargs={"overwrite": True, "wandb_offline_notice": wandb_offline_notice},
+            parser_kwargs={
+                "exit_on_error": False,
+                "usage": USAGE,
+                "description": help_description(),
+            },
+            parser_class=PdrlArgumentParser,
+            run=False,
+            args=args,
+        )
+    except ArgumentError as error:
+        message = with_renamed_keys(str(error))
+        if message == str(error):
+            raise
+        raise ArgumentError(None, message) from None
 
 
 if __name__ == "__main__":
