@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from pdrl.tasks.representation import bf16_is_fast
+from pdrl.hardware import bf16_is_fast
 
 
 def cpu_model() -> str:

@@ -43,8 +43,16 @@ PROBE_SOLVER = "lbfgs"
 TRAINING_CPU_BUDGET_S = 35.0  # of the 60 s budget: imports, data, three probes and the checkpoint take the rest
 
 BASE = {
-    "objective": "pcc", "lr": 3e-3, "steps": 500, "num_couplings": 8, "hidden": 128, "depth": 2,
-    "batch_size": 128, "init_std": 1e-4, "view_noise_std": 0.0, "lr_schedule": "constant",
+    "objective": "pcc",
+    "lr": 3e-3,
+    "steps": 500,
+    "num_couplings": 8,
+    "hidden": 128,
+    "depth": 2,
+    "batch_size": 128,
+    "init_std": 1e-4,
+    "view_noise_std": 0.0,
+    "lr_schedule": "constant",
 }  # fmt: skip  -- the quick start as it was before this search
 
 
@@ -150,7 +158,7 @@ def digits_validation_datamodule(
 
 def saga_accuracy(task, datamodule) -> float:
     """The paper's probe (saga, tol=0.1) on the fitting/validation parts, of ``task.embed`` or of raw pixels (None)."""
-    from pdrl.callbacks.linear_probe import linear_probe_accuracy
+    from pdrl.probe_solvers import linear_probe_accuracy
 
     datamodule.setup()
     splits = [datamodule.probe_dataset(split).tensors for split in ("train", "test")]
@@ -296,9 +304,13 @@ def report(args: argparse.Namespace) -> None:
         "",
         f"Goal check on validation: the chosen margin is {chosen['margin'] * 100:+.1f} points, the best of all "
         f"{max(row['margin'] for row in rows) * 100:+.1f}; the goal is +3.0. "
-        + ("Reached." if chosen["margin"] >= 0.03 else "**Not reached on validation**: no candidate beats both "
-           "baselines by 3 points; seed-to-seed spread of one candidate is up to 5 points on these 337 validation "
-           "digits."),
+        + (
+            "Reached."
+            if chosen["margin"] >= 0.03
+            else "**Not reached on validation**: no candidate beats both "
+            "baselines by 3 points; seed-to-seed spread of one candidate is up to 5 points on these 337 validation "
+            "digits."
+        ),
         "",
         "saga learned / raw: the paper's probe (`solver='saga'`, tol=0.1) on the same features, reported, not used "
         "to choose; it stops early on learned features and scores them below raw pixels for every candidate without "

@@ -12,9 +12,7 @@ def pdrl_fit_runner(root: str, checkpoint: Path | None = None, start_step: int =
     """A closure that continues one ``pdrl.fit`` run of the shipped config by ``k`` more steps, and its CLI; with
     ``checkpoint`` (saved at ``start_step``), the run starts from it (its first ``fit`` resumes it); ``objective``
     replaces the config's (``--model.objective``)."""
-    from pytorch_lightning import LightningDataModule, LightningModule
-
-    from pdrl.fit import PdrlCLI
+    from pdrl.fit import build_cli
 
     arguments = [
         "--config", str(CONFIG),
@@ -24,8 +22,7 @@ def pdrl_fit_runner(root: str, checkpoint: Path | None = None, start_step: int =
         "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", "runs/shallow_speed",
         *(["--model.objective", objective] if objective else []),
     ]  # fmt: skip
-    cli = PdrlCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                  save_config_callback=None, run=False, args=arguments)  # fmt: skip
+    cli = build_cli(arguments, save_config=False)  # pdrl.fit's own command, parsed and built, not fitted
     trainer = cli.trainer
 
     def run(steps: int) -> None:

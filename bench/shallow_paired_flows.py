@@ -25,10 +25,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parents[1]))  # run as a script: bench.machine from the repository root
 from bench.machine import cpu_tag, describe  # noqa: E402
 from bench.report_file import round_lines, write_markdown  # noqa: E402
+from pdrl.hardware import bf16_is_fast  # noqa: E402
 from pdrl.heads import BilinearCritic  # noqa: E402
 from pdrl.losses import PCCLoss  # noqa: E402
 from pdrl.nets.realnvp import RealNVP  # noqa: E402
-from pdrl.tasks.representation import bf16_is_fast  # noqa: E402
 
 
 def paired_forward(flow_a: RealNVP, flow_b: RealNVP, x_a: torch.Tensor, x_b: torch.Tensor):
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     args.out = args.out or Path(__file__).parent / "results" / f"shallow_paired_flows_{cpu_tag()}.md"
-    from pdrl.cpu_denormals import flush_denormals
+    from pdrl.hardware import flush_denormals
 
     torch.manual_seed(0)
     flows = (RealNVP(392, 30, (512, 512), 1e-4, 0), RealNVP(392, 30, (512, 512), 1e-4, 1))

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # run as a script: bench.mac
 from bench.machine import cpu_tag, describe  # noqa: E402
 from bench.report_file import round_lines, write_markdown  # noqa: E402
 from bench.shallow_fit_runner import pdrl_fit_runner  # noqa: E402
-from pdrl.tasks.representation import bf16_is_fast  # noqa: E402
+from pdrl.hardware import bf16_is_fast  # noqa: E402
 
 
 def bare_loop(
@@ -51,12 +51,12 @@ def bare_loop(
 
     ``checkpoint``: a ``pdrl.fit`` checkpoint of the same model whose weights and Adam state the loop starts from
     (Adam's own settings stay the loop's: single-tensor, fused with ``fast``). ``flush``: denormals flushed to zero
-    on every thread while the loop runs (``pdrl.cpu_denormals``), the one part of the fast path that float32 can use
+    on every thread while the loop runs (``pdrl.hardware``), the one part of the fast path that float32 can use
     too.
     ``fast``: pdrl's fast path by hand instead (``bare_fast``): the encoders' forward under bf16 autocast where it
     is native and compiled, fused Adam, denormals flushed.
     """
-    from pdrl.cpu_denormals import flush_denormals
+    from pdrl.hardware import flush_denormals
     from pdrl.heads import BilinearCritic
     from pdrl.losses import PCCLoss
     from pdrl.nets.realnvp import RealNVP

@@ -1,7 +1,7 @@
 """Benchmark: does a run's state change the speed of the shallow MNIST step?
 
 A long run can slow down for reasons a fresh-model benchmark never sees (denormal floats in Adam's running means made
-the fused Adam step 6x slower by step 2000 before ``pdrl.cpu_denormals``). This times ``pdrl.fit``'s default path of
+the fused Adam step 6x slower by step 2000 before ``pdrl.hardware``). This times ``pdrl.fit``'s default path of
 ``configs/shallow_mnist.yaml`` from a fresh model and from each given checkpoint (weights and Adam state of a
 ``pdrl.fit`` run of the same model), interleaved in one process, so that a difference between them is the state's
 and not the machine's. A checkpoint's objective does not matter: every variant trains the config's objective, or

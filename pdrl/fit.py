@@ -28,7 +28,7 @@ written to the run's own folders (``<default_root_dir>/config.yaml``, and ``reso
 run's files, or ``config.yaml`` in a CSV/TensorBoard version folder) and logged as the W&B run config; the
 probe curve, the feature projection and the MI staircase are drawn by ``pdrl.callbacks.figures``.
 
-CPU memory (``pdrl.cpu_allocator``): before training, glibc is told to keep freed memory in the process, so that
+CPU memory (``pdrl.hardware``): before training, glibc is told to keep freed memory in the process, so that
 tensors above 32 MiB (the joint MI critic's activations on all n^2 pairs) are not mapped and page-faulted afresh
 every step; same numbers. Measured in ``bench.mi``'s joint-critic ensemble: 2x faster on CPU
 (``bench/results/mi_benchmark.md``); no change on the shallow MNIST step; not timed through ``pdrl.fit`` itself.
@@ -68,8 +68,8 @@ from pdrl.callbacks.figures import default_figure_callbacks
 from pdrl.callbacks.finite_guard import FiniteGuard
 from pdrl.callbacks.linear_probe import LinearProbe
 from pdrl.contracts import Embedder, ProbeDataSource
-from pdrl.cpu_allocator import keep_freed_memory
 from pdrl.errors import ConfigError, run_command
+from pdrl.hardware import keep_freed_memory
 from pdrl.losses import OBJECTIVES
 
 SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"

@@ -1,4 +1,4 @@
-"""``pdrl.cpu_allocator.keep_freed_memory``: after it, a 64 MiB tensor comes from the heap instead of its own
+"""``pdrl.hardware.keep_freed_memory``: after it, a 64 MiB tensor comes from the heap instead of its own
 ``mmap`` (which ``free`` unmaps, so every new one is page-faulted in afresh), and its memory stays in the heap
 after it is freed. Read from glibc's own counters (``mallinfo2``), in a fresh process per mode."""
 
@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from pdrl.cpu_allocator import keep_freed_memory, on_glibc
+from pdrl.hardware import keep_freed_memory, on_glibc
 
 MAPPED_AND_KEPT = """
 import ctypes, sys, torch
-from pdrl.cpu_allocator import keep_freed_memory
+from pdrl.hardware import keep_freed_memory
 
 class MallInfo2(ctypes.Structure):  # glibc >= 2.33, malloc.h
     _fields_ = [(name, ctypes.c_size_t) for name in (

@@ -1,4 +1,4 @@
-"""``pdrl.cpu_denormals.flush_denormals``: denormal floats read as zero on every torch thread, not only the caller's,
+"""``pdrl.hardware.flush_denormals``: denormal floats read as zero on every torch thread, not only the caller's,
 and the shallow task's fast path turns it on for ``fit`` and off after."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pdrl.cpu_denormals import flush_denormals, loaded_openmp_runtimes
+from pdrl.hardware import flush_denormals, loaded_openmp_runtimes
 from pdrl.heads import BilinearCritic
 from pdrl.nets.realnvp import RealNVP
 from pdrl.tasks.representation import RepresentationLearning
@@ -53,14 +53,14 @@ def test_torchs_threads_flush_denormals_also_with_scikit_learns_openmp_runtime_l
     torch's threads must flush whichever comes first."""
     from sklearn.decomposition import _cdnmf_fast  # noqa: F401  (a module linked against scikit-learn's libgomp)
 
-    import pdrl.cpu_denormals
+    import pdrl.hardware
 
     torch.set_num_threads(2)
     runtimes = loaded_openmp_runtimes()
     assert len(runtimes) == 2 and any("torch" in path for path in runtimes), runtimes
     if order == "torch's last":
         runtimes.sort(key=lambda path: "torch" in path)
-        monkeypatch.setattr(pdrl.cpu_denormals, "loaded_openmp_runtimes", lambda: runtimes)
+        monkeypatch.setattr(pdrl.hardware, "loaded_openmp_runtimes", lambda: runtimes)
     assert flush_denormals(True)
     assert denormals_left(threads=2) == 0
 

@@ -26,8 +26,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pdrl.heads import BilinearCritic, CosineCritic, KeyQueue
-from pdrl.losses import OBJECTIVES, TwoViewLayout, build_objective
+from pdrl.heads import BilinearCritic, CosineCritic
+from pdrl.losses import OBJECTIVES, KeyQueue, TwoViewLayout, build_objective
 from pdrl.tasks.deep_representation import DeepRepresentation
 
 WORLD_SIZE = 2

@@ -15,8 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pdrl"
 BENCH = PACKAGE.parent / "bench"
 GROUND = {"distributed", "errors"}
 EVERYTHING = {
-    "distributed", "errors", "contracts", "metrics", "losses", "nets", "heads", "data", "tasks",
-    "checkpointing", "wandb_setup", "cpu_allocator", "cpu_denormals", "callbacks", "fit",
+    "distributed", "errors", "contracts", "metrics", "probe_solvers", "losses", "nets", "heads", "data", "tasks",
+    "checkpointing", "wandb_setup", "hardware", "callbacks", "fit",
 }  # fmt: skip
 ALLOWED = {
     "__init__": set(),
@@ -24,16 +24,16 @@ ALLOWED = {
     "errors": set(),
     "contracts": set(),
     "metrics": set(),
+    "probe_solvers": GROUND,
     "wandb_setup": set(),
-    "cpu_allocator": set(),
-    "cpu_denormals": set(),
+    "hardware": set(),
     "checkpointing": {"errors"},
     "losses": GROUND,
     "nets": GROUND,
     "data": GROUND,
     "heads": GROUND | {"losses", "nets"},
-    "tasks": GROUND | {"losses", "heads", "nets", "metrics", "data", "cpu_denormals"},
-    "callbacks": GROUND | {"contracts", "metrics", "wandb_setup", "checkpointing", "tasks"},
+    "tasks": GROUND | {"losses", "heads", "nets", "metrics", "data", "hardware"},
+    "callbacks": GROUND | {"contracts", "metrics", "probe_solvers", "wandb_setup", "checkpointing", "tasks"},
     "fit": EVERYTHING - {"fit"},
 }
 

@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from pdrl.errors import ConfigError
-from pdrl.heads import CosineCritic, KeyQueue, SeparableCritic
+from pdrl.heads import CosineCritic, SeparableCritic
 from pdrl.losses import (
     OBJECTIVES,
     CPCLoss,
     DRFCLoss,
+    KeyQueue,
     MICELoss,
     PairedLayout,
     PCCLoss,

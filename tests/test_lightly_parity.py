@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pdrl.heads import CosineCritic, KeyQueue
-from pdrl.losses import CPCLoss, QueueLayout, TwoViewLayout
+from pdrl.heads import CosineCritic
+from pdrl.losses import CPCLoss, KeyQueue, QueueLayout, TwoViewLayout
 
 lightly_loss = pytest.importorskip(
     "lightly.loss", reason="lightly is not installed (pip install -e '.[dev]' installs the version this test pins)"

@@ -16,8 +16,9 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import MinMaxScaler
 from torch.utils.data import TensorDataset
 
-from pdrl.callbacks.linear_probe import LinearProbe, gather_shards, linear_probe_accuracy, minmax_scale
+from pdrl.callbacks.linear_probe import LinearProbe, gather_shards
 from pdrl.nets.realnvp import RealNVP
+from pdrl.probe_solvers import linear_probe_accuracy, minmax_scale
 
 
 def digits_split(columns: slice) -> tuple[torch.Tensor, ...]:

@@ -16,7 +16,8 @@ from pytorch_lightning.loggers import WandbLogger
 from torch.utils.data import TensorDataset
 
 from pdrl.callbacks import linear_probe
-from pdrl.callbacks.linear_probe import LinearProbe, fit_logistic_regression, gather_shards
+from pdrl.callbacks.linear_probe import LinearProbe, gather_shards
+from pdrl.probe_solvers import fit_logistic_regression, linear_probe_accuracy
 
 
 class Recorder(WandbLogger):
@@ -140,7 +141,7 @@ def test_raw_pixel_baseline_is_the_protocol_on_the_flattened_inputs():
     probe.evaluate(trainer, Encoder())
     data = trainer.datamodule
     (train_x, train_y), (test_x, test_y) = (data.probe_dataset(split).tensors for split in ("train", "test"))
-    expected = linear_probe.linear_probe_accuracy(train_x, train_y, test_x, test_y, solver="lbfgs")
+    expected = linear_probe_accuracy(train_x, train_y, test_x, test_y, solver="lbfgs")
     assert probe.raw_pixel_accuracy == expected
 
 
@@ -272,7 +273,7 @@ def test_lbfgs_fit_reaches_the_optimum_from_zero_and_counts_iterations():
 
 def test_lbfgs_probe_counts_classes_missing_from_train():
     features = torch.tensor([[0.0], [1.0], [0.1], [0.9]])
-    accuracy = linear_probe.linear_probe_accuracy(
+    accuracy = linear_probe_accuracy(
         features[:2], torch.tensor([0, 1]), features[2:], torch.tensor([0, 2]), solver="lbfgs"
     )
     assert accuracy == 0.5  # class 2 exists (test only) and is never right

@@ -17,10 +17,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import MinMaxScaler
 from torch.utils.data import TensorDataset
 
-from pdrl.callbacks.linear_probe import LinearProbe, linear_probe_accuracy
+from pdrl.callbacks.linear_probe import LinearProbe
 from pdrl.data.word_vectors import WordVectorDataModule, synthetic_word_vectors, write_word_vectors
 from pdrl.losses import MINELoss, SMILELoss
 from pdrl.nets.amdim import AMDIMFeatures
+from pdrl.probe_solvers import linear_probe_accuracy
 from pdrl.tasks.deep_representation import DeepRepresentation
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")

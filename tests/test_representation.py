@@ -160,7 +160,7 @@ def _tiny_task(fast: bool) -> RepresentationLearning:
 def test_fast_path_is_bf16_compiled_and_close_to_float32():
     """``fast: true``: bf16 autocast on this CPU (it has AVX512-BF16; elsewhere float32), a compiled encoder pair and
     fused Adam; the loss and gradients stay within bf16 rounding of the float32 path, and ``fast: false`` is float32."""
-    from pdrl.tasks.representation import bf16_is_fast
+    from pdrl.hardware import bf16_is_fast
 
     batch = (torch.rand(32, 8), torch.rand(32, 8))
     results = {}

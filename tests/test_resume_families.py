@@ -68,8 +68,13 @@ FAMILIES = {
         "crash_at": 5,  # in the second MI stage, one step before the held-out batch of its end
         "overrides": {
             "model": {"dim": 4, "hidden_dims": [16], "embed_dim": 8},
-            "data": {"dim": 4, "batch_size": 16, "mi_levels": [1.0, 2.0, 3.0], "steps_per_level": 3,
-                     "heldout_batches": 1},
+            "data": {
+                "dim": 4,
+                "batch_size": 16,
+                "mi_levels": [1.0, 2.0, 3.0],
+                "steps_per_level": 3,
+                "heldout_batches": 1,
+            },
             "trainer": {"max_steps": 9, "accelerator": "cpu"},
         },  # fmt: skip
     },

@@ -48,8 +48,8 @@ from bench.mi.mi_runs import ENGINES, run_ensemble, run_one
 from bench.mi.mi_settings import CRITIC_PRESETS, DATA_SETTINGS, ESTIMATORS, HEADLINE, Estimator, Setting, run_name
 from bench.mi.mi_stats import ema, stage_statistics
 from bench.mi.mi_throughput import run_throughput
-from pdrl.cpu_allocator import keep_freed_memory
 from pdrl.data.gaussians import TASKS
+from pdrl.hardware import keep_freed_memory
 
 __all__ = [
     "CRITIC_PRESETS", "DATA_SETTINGS", "ESTIMATORS", "HEADLINE", "Estimator", "RunResult", "Setting", "ema",

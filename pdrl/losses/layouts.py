@@ -21,7 +21,7 @@ layout                    matrix (n local rows)            positive of local row
 ========================  ===============================  ======================================================
 
 ``pdrl.heads`` builds the matching matrices: ``critic(a, b)``, ``critic.two_view(view_a, view_b)`` and
-``critic.with_queue(queries, keys, queue)``.
+``critic.with_queue(queries, keys, queue)``, with a ``KeyQueue`` (``pdrl.losses.queue``) holding the queued keys.
 """
 
 from __future__ import annotations

@@ -9,22 +9,12 @@ import torch
 from pytorch_lightning import LightningModule
 from torch import nn
 
-from pdrl.cpu_denormals import FlushDenormalsDuringFit
 from pdrl.errors import ConfigError
+from pdrl.hardware import FlushDenormalsDuringFit, bf16_is_fast
 from pdrl.losses import build_objective
 from pdrl.tasks.names import ObjectiveName
 
 LrSchedule = Literal["constant", "cosine"]
-
-
-def bf16_is_fast(device: torch.device) -> bool:
-    """Whether ``device`` runs bf16 matrix products natively: CUDA with bf16, or a CPU with AVX512-BF16 or AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-    return False
 
 
 def at_least_float32(features: torch.Tensor) -> torch.Tensor:
@@ -45,7 +35,7 @@ class RepresentationLearning(LightningModule):
     The fast path (``fast: true``, one key): the encoders run under bf16 autocast where the device multiplies
     bf16 natively (CUDA, or a CPU with AVX512-BF16/AMX; otherwise float32), their forward is compiled with
     ``torch.compile``, Adam is the fused kernel, and on a CPU denormal floats are flushed to zero on every torch
-    thread while ``fit`` runs (``pdrl.cpu_denormals``: Adam's running means turn denormal in long runs, which made
+    thread while ``fit`` runs (``pdrl.hardware``: Adam's running means turn denormal in long runs, which made
     the fused Adam step 6x slower on the shallow task). Weights, optimizer state, the critic's scores and the loss stay
     float32 (float64 under ``--trainer.precision 64-true``). ``bench/shallow_speed.py`` measures it and
     ``bench/results/shallow_parity.md`` shows it learns what the float32 path learns. ``--model.fast false`` is

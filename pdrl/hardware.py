@@ -1,4 +1,12 @@
-"""Flush denormal floats to zero on every CPU thread that torch computes on, not only the calling one.
+"""What this machine's hardware does fast or slow, and the settings that keep a run on the fast path.
+
+- ``bf16_is_fast(device)``: whether the device multiplies bf16 natively (the fast path of
+  ``pdrl.tasks.representation`` and the benchmarks choose bf16 by it).
+- ``flush_denormals`` / ``FlushDenormalsDuringFit``: denormal floats read as zero on every torch thread.
+- ``keep_freed_memory``: glibc keeps freed memory in the process (``python -m pdrl.fit`` calls it before training).
+
+Denormal floats (``flush_denormals``): flushed to zero on every CPU thread that torch computes on, not only the
+calling one.
 
 A float32 below 1.2e-38 is *denormal*; x86 CPUs handle those in microcode, tens of times slower than normal
 numbers. Long runs make them: Adam's running mean decays by 0.9 a step wherever a gradient is (nearly) zero. In
@@ -12,15 +20,40 @@ runtime loaded in the process (torch's wheel and scikit-learn's each bring their
 reached only the first one mapped, scikit-learn's, and left half of a 2-thread step unflushed). Values below
 1.2e-38 then read as zero. In a training step that changes nothing that matters: an Adam update from such a
 running mean is below 1e-30 of the learning rate.
+
+Freed memory (``keep_freed_memory``): kept inside the process (glibc ``mallopt``), so that large tensors are not
+mapped and unmapped on every step.
+
+glibc serves an allocation above its mmap threshold with a fresh ``mmap`` and returns it to the kernel on
+``free``; the threshold adapts upwards, but never past 32 MiB. A training step whose activations are larger
+than that (the joint MI critic on all n^2 pairs: 7 stacked critics x 128^2 pairs x 128 units x 4 bytes =
+59 MB a layer) then pays a page fault per 4 KiB page of every such tensor, every step: on the 2-core CPU of
+``bench/results/mi_benchmark.md`` that was half of the step's time (42 s of system time in a 58 s run).
+Raising the mmap and trim thresholds keeps those pages in the heap for the next step. The numbers computed
+do not change, only where their memory comes from; the price is that the process keeps up to ``limit_bytes``
+of freed memory instead of returning it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
+import platform
 from pathlib import Path
 
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matrix products natively: CUDA with bf16, or a CPU with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return False
+
 
 # GNU libgomp; LLVM's libomp and Intel's libiomp5 export the same GOMP_parallel entry point for compatibility
 OPENMP_RUNTIMES = ("libgomp", "libomp", "libiomp5")
@@ -85,3 +118,23 @@ class FlushDenormalsDuringFit(Callback):
         if self.flushed:
             flush_denormals(False)  # the process's other work gets its floats back as they were
             self.flushed = False
+
+
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
+M_MMAP_THRESHOLD = -3
+
+
+def on_glibc() -> bool:
+    """Whether this process runs on Linux with glibc, the only C library whose ``mallopt`` this module sets."""
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
+def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
+    """Raise glibc's mmap and trim thresholds to ``limit_bytes``; True when set, False where the C library is
+    not glibc (macOS, Windows, musl), where nothing is changed."""
+    if not 0 < limit_bytes < 1 << 31:
+        raise ValueError(f"limit_bytes must be in (0, 2**31) (mallopt takes a C int), got {limit_bytes}.")
+    if not on_glibc():
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, limit_bytes)) and bool(libc.mallopt(M_TRIM_THRESHOLD, limit_bytes))
