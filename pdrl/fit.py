@@ -246,8 +246,24 @@ class PdrlCLI(LightningCLI):
             trainer.callbacks.append(FiniteGuard(action="raise"))
         trainer.callbacks.extend(default_figure_callbacks(trainer, self.model, self.datamodule))
         trainer.callbacks.append(RunConfig(self._run_config()))
-        check_writable(trainer)
+        check_run_has_an_end(trainer, self.model)  # every check that needs no folder comes before the first write
+        check_data(self.datamodule)
         check_probe_needs(trainer, self.model, self.datamodule)
+        check_writable(trainer)
+
+
+def check_run_has_an_end(trainer: Trainer, model: LightningModule) -> None:
+    """Raise a ``ConfigError`` now when a cosine schedule would meet a run without end at ``configure_optimizers``."""
+    if getattr(model, "lr_schedule", None) == "cosine" and trainer.max_steps == -1 and trainer.max_epochs == -1:
+        raise ConfigError(tasks.representation.COSINE_NEEDS_AN_END)
+
+
+def check_data(datamodule: LightningDataModule | None) -> None:
+    """Load and check the data now, so that a bad folder or file, or a batch larger than the train split, ends the
+    start before anything is written. pdrl's datamodules keep what ``setup`` loaded, so Lightning's own call is free.
+    """
+    if datamodule is not None:
+        datamodule.setup("fit")
 
 
 def check_writable(trainer: Trainer) -> None:

@@ -66,6 +66,11 @@ BAD_ARGUMENTS = [
         ["--data", "pdrl.data.images.ImageFolderDataModule", "--data.root", "{tmp}/no_images"],
         "The image folder {tmp}/no_images does not exist: give the folder that holds train/<class>/ and test/<class>/",
     ),
+    (
+        "batch larger than the train split",
+        ["--data.batch_size", "100000"],
+        "fewer than batch_size=100000: set data.batch_size to at most",
+    ),
     ("checkpoint that does not exist", ["--ckpt_path", "{tmp}/nowhere.ckpt"], "Checkpoint {tmp}/nowhere.ckpt does not"),
     ("--ckpt_path last without a checkpoint", ["--ckpt_path", "last"], "--ckpt_path last found no last*.ckpt in"),
     ("config file that does not exist", ["--config", "{tmp}/missing.yaml"], "missing.yaml"),
@@ -107,22 +112,28 @@ def assert_nothing_to_resume(tmp_path: Path) -> None:
     assert not list((tmp_path / "run").rglob("*.ckpt"))
 
 
+def listing(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*")) if folder.exists() else ["<none>"]
+
+
 @pytest.mark.parametrize(("args", "expected"), [case[1:] for case in BAD_ARGUMENTS], ids=[c[0] for c in BAD_ARGUMENTS])
 def test_bad_argument_ends_in_one_line(tmp_path, capsys, args, expected):
     args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
     status, error = run_and_read_error(tmp_path, capsys, args)
     assert status == 2
     assert error.startswith("pdrl: error: ") and expected.replace("{tmp}", str(tmp_path)) in error, error
-    assert_nothing_to_resume(tmp_path)
+    assert listing(tmp_path / "run") == ["<none>"]  # a failing start writes nothing: no folder, config or checkpoint
 
 
 @pytest.mark.parametrize("kind", ["truncated", "garbage", "empty", "not a Lightning checkpoint"])
 def test_bad_checkpoint_ends_in_one_line(tmp_path, capsys, kind):
     path, expected = corrupt_checkpoints(tmp_path)[kind]
+    before = listing(tmp_path / "run")
     status, error = run_and_read_error(tmp_path, capsys, ["--ckpt_path", str(path)])
     assert status == 2 and error.startswith("pdrl: error: ") and expected in error, error
     assert "delete it and resume from an earlier checkpoint" in error or "give a .ckpt file saved by" in error
     assert_nothing_to_resume(tmp_path)
+    assert listing(tmp_path / "run") == before
 
 
 @pytest.mark.parametrize(
@@ -234,4 +245,4 @@ def test_malformed_word_vector_file_ends_in_one_line(tmp_path, capsys, audio_tex
     status = run_command(fit.main, arguments)
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert status == 2 and error.startswith("pdrl: error: ") and expected in error, error
-    assert_nothing_to_resume(tmp_path)
+    assert listing(tmp_path / "run") == ["<none>"]  # read before anything is written (no probe loads it earlier)

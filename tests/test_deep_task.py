@@ -139,7 +139,9 @@ def test_a_half_image_datamodule_is_refused_with_a_pointer_to_whole_images(tmp_p
     fake_data.mnist(tmp_path)
     trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     with pytest.raises(ConfigError, match="WholeImageDataModule with dataset"):
-        trainer.fit(DeepRepresentation(**TINY), datamodule=MNISTDataModule(root=str(tmp_path), download=False))
+        trainer.fit(
+            DeepRepresentation(**TINY), datamodule=MNISTDataModule(root=str(tmp_path), download=False, batch_size=8)
+        )
 
 
 def test_the_deep_task_trains_on_an_image_folder_and_mnist(tmp_path: Path, fake_data) -> None:

@@ -43,6 +43,15 @@ def half_views(images: torch.Tensor, max_value: float) -> tuple[torch.Tensor, to
     return pixels[:, :rows].flatten(1), pixels[:, rows:].flatten(1)
 
 
+def check_batch_size(train_size: int, batch_size: int) -> None:
+    """Raise a ``ConfigError`` when one training batch needs more images than the train split has."""
+    if train_size < batch_size:
+        raise ConfigError(
+            f"The train split has {train_size} images, fewer than batch_size={batch_size}: set data.batch_size to "
+            f"at most {train_size}."
+        )
+
+
 class HalfImageDataModule(LightningDataModule, abc.ABC):
     """Top-half / bottom-half views of an image dataset, plus the labelled splits for the linear probe.
 
@@ -74,6 +83,8 @@ class HalfImageDataModule(LightningDataModule, abc.ABC):
                 images, labels = self.load_split(train=split == "train")
                 top, bottom = half_views(torch.as_tensor(images), self.max_value)
                 self._splits[split] = (top, bottom, torch.as_tensor(labels, dtype=torch.long))
+        if stage == "fit":  # a batch must fit in the train split; embedding and probing need no batch
+            check_batch_size(len(self._splits["train"][0]), self.batch_size)
 
     def _split(self, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if split not in PROBE_SPLITS:
@@ -90,8 +101,7 @@ class HalfImageDataModule(LightningDataModule, abc.ABC):
 
     def train_dataloader(self) -> DataLoader:
         top, bottom, _ = self._split("train")
-        if len(top) < self.batch_size:
-            raise ConfigError(f"The train split has {len(top)} images, fewer than batch_size={self.batch_size}.")
+        check_batch_size(len(top), self.batch_size)
         return ResumableDataLoader(  # shuffled; a run resumed mid-epoch sees the same batches
             TensorDataset(top, bottom),
             batch_size=per_device_batch_size(self.batch_size),

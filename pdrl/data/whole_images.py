@@ -29,7 +29,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pdrl import distributed
 from pdrl.data.image_folder import read_image_folder
-from pdrl.data.images import CIFAR10DataModule, FashionMNISTDataModule, HalfImageDataModule, MNISTDataModule
+from pdrl.data.images import (
+    CIFAR10DataModule,
+    FashionMNISTDataModule,
+    HalfImageDataModule,
+    MNISTDataModule,
+    check_batch_size,
+)
 from pdrl.data.resumable import ResumableDataLoader, per_device_batch_size
 from pdrl.errors import ConfigError
 
@@ -117,8 +123,10 @@ class WholeImageDataModule(LightningDataModule):
         return self._splits[train]
 
     def setup(self, stage: str | None = None) -> None:
-        self.split(train=True)
+        train = self.split(train=True)
         self.split(train=False)
+        if stage == "fit":  # a batch must fit in the train split; embedding and probing need no batch
+            check_batch_size(len(train), self.batch_size)
 
     def probe_dataset(self, split: str) -> TensorDataset:
         """``(uint8 image, label)`` of the ``"train"`` (``probe_train_size`` of them) or ``"test"`` split."""
@@ -132,8 +140,7 @@ class WholeImageDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.split(train=True)
-        if len(dataset) < self.batch_size:
-            raise ConfigError(f"The train split has {len(dataset)} images, fewer than batch_size={self.batch_size}.")
+        check_batch_size(len(dataset), self.batch_size)
         return ResumableDataLoader(  # shuffled; a run resumed mid-epoch sees the same batches
             dataset,
             batch_size=per_device_batch_size(self.batch_size),

@@ -14,6 +14,10 @@ from pdrl.hardware import FlushDenormalsDuringFit, bf16_is_fast
 from pdrl.losses import build_objective
 from pdrl.tasks.names import ObjectiveName
 
+COSINE_NEEDS_AN_END = (
+    "lr_schedule='cosine' decays the rate over the run's steps, but this run has no end: set trainer.max_steps (or a "
+    "finite trainer.max_epochs)."
+)
 LrSchedule = Literal["constant", "cosine"]
 
 
@@ -118,10 +122,7 @@ class RepresentationLearning(LightningModule):
             return optimizer
         total_steps = self.trainer.estimated_stepping_batches
         if not math.isfinite(total_steps):
-            raise ConfigError(
-                "lr_schedule='cosine' decays the rate over the run's steps, but this run has no end: "
-                "set trainer.max_steps (or a finite trainer.max_epochs)."
-            )
+            raise ConfigError(COSINE_NEEDS_AN_END)
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(total_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
 
