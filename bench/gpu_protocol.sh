@@ -2,7 +2,7 @@
 # The shallow MNIST protocol (21000 steps of CPC, PCC and D-RFC, probe at step 0 and every 1000) on a GPU, in one
 # call of the device tool: at most 10 minutes, with nothing to fetch on the GPU machine.
 #
-#   bash bench/gpu_protocol.sh prepare   # here: the wheels the GPU image lacks into .whl/, MNIST's .gz into data/
+#   MNIST_RAW=path/to/MNIST/raw bash bench/gpu_protocol.sh prepare   # the wheels the GPU image lacks into .whl/, MNIST into data/
 #   bash bench/gpu_protocol.sh run       # there, as the device tool's command, carrying .whl and data
 #   then here: cp <the returned folder>/gpu_protocol_*.json bench/results/shallow_runs/ &&
 #              python bench/shallow_mnist.py protocol --prefix gpu_protocol_ --report shallow_mnist_gpu
@@ -23,7 +23,7 @@ prepare() {
         python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
             --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl "$name==$version"
     done
-    cp "${MNIST_RAW:-../shared/data/MNIST/raw}"/*.gz data/MNIST/raw/
+    cp "${MNIST_RAW:?set MNIST_RAW to the folder holding the MNIST .gz files}"/*.gz data/MNIST/raw/
     ls -la .whl data/MNIST/raw
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation check of the losses and the linear probe with mutmut (issue 14). A bench script, not part of CI.
+# Mutation check of the losses and the linear probe with mutmut. A bench script, not part of CI.
 #
 #   pip install -e '.[mutation]'                       # mutmut 3 (pulls no torch)
 #   bench/mutation.sh                                  # every file of pdrl/losses and pdrl/callbacks/linear_probe.py

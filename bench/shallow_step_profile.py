@@ -16,7 +16,7 @@ Profiling adds its own cost, so the step's unprofiled time is given beside the p
 ``--threads`` runs in a process of its own, one after the other (the compiled kernels keep the thread count they were
 compiled with); the Markdown report names the machine, the load and the command.
 
-    python bench/shallow_step_profile.py --root ../shared/data --threads 1 2
+    python bench/shallow_step_profile.py --root path/to/data --threads 1 2
     # writes bench/results/shallow_step_profile_<CPU kind>.md
 """
 
@@ -87,7 +87,7 @@ def measure(root: str, threads: int, steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="../shared/data")
+    parser.add_argument("--root", default="data")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=20, help="steps timed, and steps profiled, per thread count")
     parser.add_argument("--out", type=Path, default=None)

@@ -54,7 +54,7 @@ ESTIMATORS: dict[str, Estimator] = {
     "mice": Estimator("mice", {"partition_gradient": "full"}, "last"),
     "mice_blocked": Estimator("mice", {"partition_gradient": "blocked"}, "last"),
 }
-# The estimators run with several seeds (issue 12): CPC, PC, D-RF, SMILE(1), SMILE(5), variational, MICE.
+# The estimators run with several seeds: CPC, PC, D-RF, SMILE(1), SMILE(5), variational, MICE.
 HEADLINE = ["cpc", "pcc", "drfc", "smile_tau1", "smile_tau5", "variational", "mice"]
 
 
