@@ -16,7 +16,7 @@ names the device.
 Both read the runs in ``--out`` and write to its parent folder (by default bench/results/).
 
     python bench/shallow_mnist.py run --objective pcc --seed 0 --fast false --max-steps 2000 --probe-every 1000 \\
-        --tag parity_fastfalse_seed0 --root ../shared/data
+        --tag parity_fastfalse_seed0 --root path/to/data
     python bench/shallow_mnist.py parity
     python bench/shallow_mnist.py run --objective cpc --max-steps 21000 --probe-every 1000 --minutes 85 \\
         --tag protocol_cpc
@@ -27,6 +27,7 @@ Both read the runs in ``--out`` and write to its parent folder (by default bench
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import statistics
@@ -156,6 +157,20 @@ def parity_table(runs: list[dict]) -> list[str]:
     return [*lines, "", f"Raw top-half pixels, same protocol: {', '.join(f'{r:.4f}' for r in raw)}.", ""]
 
 
+CSV_HEADER = ["objective", "seed", "step", "accuracy", "raw_pixels", "solver"]  # the shallow CIFAR-10 csv's
+
+
+def write_csv(runs: list[dict], path: Path) -> None:
+    """One row per probe of every run (step 0 is the untrained encoder), the header of the shallow CIFAR-10 csv."""
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(CSV_HEADER)
+        for entry in runs:
+            for h in entry["history"]:
+                writer.writerow([entry["objective"], entry["seed"], h["step"], f"{h['accuracy']:.4f}",
+                                 f"{entry['raw_pixel_accuracy']:.4f}", entry.get("solver", "saga")])  # fmt: skip
+
+
 def protocol(args: argparse.Namespace) -> None:
     import matplotlib
 
@@ -196,7 +211,12 @@ def protocol(args: argparse.Namespace) -> None:
     axes.legend()
     figure.tight_layout()
     figure.savefig(args.out.parent / f"{args.report}.png", dpi=120)
-    lines += ["", f"Raw top-half pixels: {raw:.4f}. Curve: `{args.report}.png`. Commands:", ""]
+    write_csv(runs, args.out.parent / f"{args.report}.csv")
+    lines += [
+        "",
+        f"Raw top-half pixels: {raw:.4f}. Curve: `{args.report}.png`; every probe: `{args.report}.csv`. Commands:",
+        "",
+    ]
     lines += [f"- `{entry['command']}`" for entry in runs]
     lines += ["", "How each run ended:", ""]
     for entry in runs:
@@ -231,7 +251,7 @@ if __name__ == "__main__":
     parser.add_argument("--max-steps", type=int, default=21000)
     parser.add_argument("--minutes", type=float, default=59.0, help="wall-time budget of the training")
     parser.add_argument("--probe-every", type=int, default=1000)
-    parser.add_argument("--root", default="../shared/data", help="folder holding MNIST/raw")
+    parser.add_argument("--root", default="data", help="folder holding MNIST/raw")
     parser.add_argument(
         "--out",
         type=Path,

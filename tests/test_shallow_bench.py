@@ -215,3 +215,75 @@ def test_gpu_runs_get_their_own_report_that_names_the_device_and_the_probe(tmp_p
     assert "on NVIDIA H100 80GB HBM3" in text and text.count("| CPC |") == 1
     assert "| CPC | 2000 | 1.5 | 16 | lbfgs | test CPU |" in text
     assert (tmp_path / "shallow_mnist_gpu.png").is_file() and not (tmp_path / "shallow_mnist.md").exists()
+
+
+def test_the_mnist_protocol_csv_has_one_row_per_probe_in_the_cifar_header(tmp_path):
+    runs = tmp_path / "shallow_runs"
+    runs.mkdir()
+    entry = {**parity_run(0, True, [0.8486, 0.8832, 0.9201]), "objective": "drfc", "tag": "protocol_drfc"}
+    (runs / "protocol_drfc.json").write_text(json.dumps(entry))
+    shallow_mnist.protocol(argparse.Namespace(out=runs, prefix="protocol_", report="shallow_mnist"))
+    rows = (tmp_path / "shallow_mnist.csv").read_text().splitlines()
+    assert rows[0] == "objective,seed,step,accuracy,raw_pixels,solver"
+    assert rows[1:] == [
+        "drfc,0,0,0.8486,0.8486,saga",
+        "drfc,0,1000,0.8832,0.8486,saga",
+        "drfc,0,2000,0.9201,0.8486,saga",
+    ]
+
+
+def cifar_run(runs, tag, curve, segments):
+    """A run folder as pdrl.fit leaves it: checkpoints/last.ckpt with the probe's state, and its segments file."""
+    (runs / tag / "checkpoints").mkdir(parents=True)
+    history = [{"step": 1000 * index, "accuracy": accuracy, "seconds": 1.0} for index, accuracy in enumerate(curve)]
+    state = {"global_step": 1000 * (len(curve) - 1),
+             "callbacks": {"LinearProbe": {"history": history, "raw_pixel_accuracy": 0.3476}}}  # fmt: skip
+    torch.save(state, runs / tag / "checkpoints" / "last.ckpt")
+    (runs / f"{tag}.segments").write_text("\n".join(segments) + "\n")
+
+
+def test_the_cifar_records_keep_each_run_and_the_report_compares_objectives_against_the_seed_spread(tmp_path):
+    from bench import shallow_cifar
+
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    done = ["segment start 2026-12-07T10:00:00Z load 1 1 1 resume=none", "segment stop 2026-12-07T10:30:00Z rc=0"]
+    resumed = [*done, "segment start 2026-12-07T11:00:00Z load 1 1 1 resume=last", "segment stop 2026-12-07T11:15:00Z"]
+    cifar_run(runs, "cpc_s0", [0.3476, 0.3550, 0.3600], done)
+    cifar_run(runs, "cpc_s1", [0.3476, 0.3540, 0.3580], done)
+    cifar_run(runs, "pcc_s0", [0.3476, 0.3560, 0.3640], resumed)
+    cifar_run(runs, "pcc_s1", [0.3476, 0.3570, 0.3660], done)
+    cifar_run(runs, "drfc_s0", [0.3476, 0.3600], done[:1])
+    (runs / "notes").mkdir()  # not a run folder: skipped
+    shallow_cifar.record(argparse.Namespace(runs=runs, records=records, threads=2, solver="saga"))
+    pcc = json.loads((records / "pcc_s0.json").read_text())
+    assert pcc["step"] == 2000 and pcc["state"] == "stopped" and pcc["training_seconds"] == 45 * 60
+    assert pcc["history"][-1] == {"step": 2000, "accuracy": 0.3640} and pcc["machine"] == machine.describe()
+    assert json.loads((records / "drfc_s0.json").read_text())["state"] == "running"
+    (runs / "pcc_s1" / "checkpoints" / "last.ckpt").unlink()  # the machine is gone: the record stays
+    (records / shallow_cifar.EARLIER).mkdir()
+    earlier = {**pcc, "machine": "an earlier CPU", "note": "its checkpoint was lost"}
+    (records / shallow_cifar.EARLIER / "pcc_s0_old.json").write_text(json.dumps(earlier))
+    out = tmp_path / "results"
+    out.mkdir()
+    shallow_cifar.report(argparse.Namespace(records=records, out=out, note=""))
+    rows = (out / "shallow_cifar.csv").read_text().splitlines()
+    assert rows[0] == "objective,seed,step,accuracy,raw_pixels,solver" and len(rows) == 1 + 3 + 3 + 3 + 3 + 2
+    assert "pcc,1,2000,0.3660,0.3476,saga" in rows
+    text = (out / "shallow_cifar.md").read_text()
+    assert "| PCC | 0, 1 | 0.3650 ± 0.0014 (n=2) |" in text and "| CPC | 0, 1 | 0.3590 ± 0.0014 (n=2) |" in text
+    assert "PCC is above CPC at step 2000: +0.0060 in mean accuracy (2 and 2 seeds, largest seed std 0.0014)." in text
+    assert "D-RFC vs PCC at step 2000: not measured yet." in text  # D-RFC has not reached step 2000
+    precision = "bf16 autocast" if machine.bf16_is_fast(torch.device("cpu")) else "float32"
+    assert "| D-RFC | 0 | 1000 (running) | " in text and f"| PCC | 0 | 2000 | {precision}, 2 threads | 0.75 |" in text
+    assert "- PCC seed 0, " in text.split("## Earlier runs")[1] and "its checkpoint was lost" in text
+    assert (out / "shallow_cifar.png").is_file()
+
+
+def test_training_seconds_end_a_start_without_a_stop_at_the_next_start_or_now():
+    from datetime import datetime, timezone
+
+    from bench.shallow_cifar import training_seconds
+
+    lines = ["segment start 2026-12-07T10:00:00Z load", "segment start 2026-12-07T10:10:00Z load",
+             "segment stop 2026-12-07T10:20:00Z rc=0", "segment start 2026-12-07T11:00:00Z load"]  # fmt: skip
+    assert training_seconds(lines, datetime(2026, 12, 7, 11, 5, tzinfo=timezone.utc)) == 25 * 60
