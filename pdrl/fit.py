@@ -310,6 +310,10 @@ def check_probe_needs(trainer: Trainer, model: LightningModule, datamodule: Ligh
 # reading ("Restoring states from the checkpoint path at ...", "`Trainer.fit` stopped: `max_steps=...` reached.").
 LIGHTNING_RANK_ZERO_LOGGER = "pytorch_lightning.utilities.rank_zero"
 DROPPED_LIGHTNING_LINES = ("💡 Tip:", "GPU available:", "TPU available:")
+# torch.compile on a CPU with torch's CUDA wheels: inductor's first C++ build says it found no CUDA runtime, which
+# a CPU run does not need
+TORCH_CPP_EXTENSION_LOGGER = "torch.utils.cpp_extension"
+DROPPED_TORCH_LINES = ("No CUDA runtime is found",)
 # (message regex, category) of the warnings a fit drops: Lightning's hint to use DataLoader workers (pdrl's datamodules
 # load in-memory tensors with num_workers=0 on purpose), and the FutureWarning that Lightning's own _pytree code
 # triggers by building torch's deprecated LeafSpec.
@@ -319,24 +323,33 @@ DROPPED_WARNINGS = (
 )
 
 
-class _DropLightningLines(logging.Filter):
+class _DropLines(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(DROPPED_LIGHTNING_LINES)
+        return not str(record.msg).startswith(self.prefixes)
 
 
 @contextmanager
 def quiet_lightning() -> Iterator[None]:
-    """Within the block, drop ``DROPPED_LIGHTNING_LINES`` and ``DROPPED_WARNINGS``; both are restored after it."""
-    logger = logging.getLogger(LIGHTNING_RANK_ZERO_LOGGER)
-    dropped = _DropLightningLines()
-    logger.addFilter(dropped)
+    """Within the block, drop ``DROPPED_LIGHTNING_LINES``, ``DROPPED_TORCH_LINES`` and ``DROPPED_WARNINGS``; all are
+    restored after it."""
+    filters = [
+        (logging.getLogger(LIGHTNING_RANK_ZERO_LOGGER), _DropLines(DROPPED_LIGHTNING_LINES)),
+        (logging.getLogger(TORCH_CPP_EXTENSION_LOGGER), _DropLines(DROPPED_TORCH_LINES)),
+    ]
+    for logger, dropped in filters:
+        logger.addFilter(dropped)
     try:
         with warnings.catch_warnings():
             for message, category in DROPPED_WARNINGS:
                 warnings.filterwarnings("ignore", message=message, category=category)
             yield
     finally:
-        logger.removeFilter(dropped)
+        for logger, dropped in filters:
+            logger.removeFilter(dropped)
 
 
 def main(args: list[str] | None = None) -> PdrlCLI:

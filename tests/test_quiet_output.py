@@ -93,6 +93,35 @@ def test_the_dropped_lines_are_only_lightnings_noise(caplog: pytest.LogCaptureFi
     assert [record.getMessage() for record in caplog.records] == ["Restoring states from x"]
 
 
+def test_torchs_no_cuda_runtime_line_is_dropped_on_a_cpu_and_its_other_lines_stay() -> None:
+    """A compiled fit on a CPU with torch's CUDA wheels: inductor's first C++ build logs that it found no CUDA."""
+    import logging
+
+    from pdrl.fit import TORCH_CPP_EXTENSION_LOGGER, quiet_lightning
+
+    class Keep(logging.Handler):  # torch's loggers do not propagate to the root logger that caplog reads
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    logger, kept = logging.getLogger(TORCH_CPP_EXTENSION_LOGGER), Keep()
+    logger.addHandler(kept)
+    try:
+        with quiet_lightning():
+            logger.warning("No CUDA runtime is found, using CUDA_HOME='/usr/local'")
+            logger.warning("Error checking compiler version for c++")
+        logger.warning("No CUDA runtime is found, using CUDA_HOME='/usr/local'")  # outside the block: kept
+    finally:
+        logger.removeHandler(kept)
+    assert kept.messages == [
+        "Error checking compiler version for c++",
+        "No CUDA runtime is found, using CUDA_HOME='/usr/local'",
+    ]
+
+
 def test_warnings_other_than_the_dropped_ones_still_show() -> None:
     import warnings
 
