@@ -1,7 +1,10 @@
-"""SIGKILL a run at random steps, resume it with --ckpt_path last, and get the uninterrupted run back exactly.
+"""Stop a run at random steps (SIGKILL, and SIGINT as Ctrl+C sends it), resume it with --ckpt_path last, and get the
+uninterrupted run back exactly.
 
-Each killed run is a real ``python -m pdrl.fit`` process killed with SIGKILL (no clean-up code runs) at a
-random moment after it passed a randomly drawn step; ``--ckpt_path last`` then continues the same run. Every
+Each stopped run is a real ``python -m pdrl.fit`` process, stopped at a random moment after it passed a randomly
+drawn step: SIGKILL runs no clean-up code; SIGINT lets Lightning shut down. ``--ckpt_path last`` then continues the
+same run. The run is CIFAR-10-shaped: a ``train/<class>``, ``test/<class>`` folder of 32x32 RGB JPEGs with CIFAR-10's
+ten classes, read by ``CIFAR10DataModule`` as 1536 + 1536-value views, as the shallow CIFAR-10 config reads it. Every
 process runs with W&B offline and its server address refused (``WANDB_BASE_URL`` on a closed port), under a
 timeout: W&B without a network never blocks a run.
 """
@@ -15,8 +18,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from pytorch_lightning import Callback, Trainer, seed_everything
 from pytorch_lightning.callbacks import LambdaCallback, ModelCheckpoint
 from pytorch_lightning.utilities.data import _update_dataloader
@@ -25,7 +30,7 @@ from torch.utils.data import DistributedSampler, TensorDataset
 from pdrl import fit
 from pdrl.callbacks.checkpoint_state import RandomState
 from pdrl.checkpointing import WANDB_RUN_ID_KEY, AtomicCheckpointIO, find_last_checkpoint, read_checkpoint
-from pdrl.data.images import DigitsDataModule
+from pdrl.data.images import CIFAR10_CLASSES, DigitsDataModule
 from pdrl.data.resumable import ResumableDataLoader
 from pdrl.heads import BilinearCritic
 from pdrl.nets.realnvp import RealNVP
@@ -33,7 +38,8 @@ from pdrl.tasks.representation import RepresentationLearning
 from tests.tiny_run import fit_command, subprocess_env, tiny_config, write_config
 
 MAX_STEPS = 12
-KILLS = 3
+STOPS = (signal.SIGKILL, signal.SIGINT, signal.SIGKILL)  # stopped and resumed three times, Ctrl+C once
+CIFAR_VIEW = 16 * 32 * 3  # the top (or bottom) half of a 32x32 RGB image
 
 
 def last_step(run_folder: Path) -> int:
@@ -44,7 +50,9 @@ def last_step(run_folder: Path) -> int:
         return -1
 
 
-def kill_after_step(args: list[str], cwd: Path, run_folder: Path, step: int, rng: random.Random) -> None:
+def stop_after_step(
+    args: list[str], cwd: Path, run_folder: Path, step: int, rng: random.Random, stop: signal.Signals
+) -> None:
     log = cwd / "killed_run.log"  # a file, not a pipe: a full pipe would block the run
     with open(log, "w") as output:
         process = subprocess.Popen(
@@ -58,23 +66,55 @@ def kill_after_step(args: list[str], cwd: Path, run_folder: Path, step: int, rng
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 0.3))  # anywhere in the next step: forward, backward, probe or checkpoint write
     finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    assert process.returncode == -signal.SIGKILL
+        process.send_signal(stop)
+        process.wait(timeout=120)
+    if stop == signal.SIGKILL:
+        assert process.returncode == -signal.SIGKILL
+    else:  # Lightning turns Ctrl+C into a graceful shutdown and a non-zero exit
+        assert process.returncode != 0, log.read_text()[-2000:]
 
 
-def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
+def cifar_shaped_config(run_folder: Path, root: Path) -> dict:
+    """The tiny run on a CIFAR-10-shaped image folder: 1536-d views, as ``configs/shallow_cifar.yaml`` sees them."""
+    config = tiny_config(run_folder, MAX_STEPS)
+    model = config["model"]["init_args"]
+    for encoder in ("encoder_a", "encoder_b"):
+        model[encoder]["init_args"]["dim"] = CIFAR_VIEW
+    model["critic"]["init_args"] = {"dim_a": CIFAR_VIEW, "dim_b": CIFAR_VIEW}
+    config["data"] = {
+        "class_path": "pdrl.data.images.CIFAR10DataModule",
+        "init_args": {"root": str(root), "batch_size": 32},
+    }
+    return config
+
+
+def write_cifar_folder(root: Path, per_class: int) -> Path:
+    """``root/{train,test}/<CIFAR-10 class>/*.jpg``: 32x32 RGB images whose colours depend on the class."""
+    generator = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("test", max(per_class // 3, 1))):
+        for label, name in enumerate(CIFAR10_CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = generator.integers(0, 256, size=(32, 32, 3)) // 2 + 12 * label
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{index:04d}.jpg", quality=90)
+    return root
+
+
+def test_a_cifar_shaped_run_stopped_three_times_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("PDRL_CACHE_DIR", str(tmp_path / "decoded"))  # also read by the subprocesses
+    root = write_cifar_folder(tmp_path / "CIFAR-10-images", per_class=8)
     reference_folder, killed_folder = tmp_path / "reference", tmp_path / "killed"
-    reference_config = write_config(tmp_path / "reference.yaml", tiny_config(reference_folder, MAX_STEPS))
+    reference_config = write_config(tmp_path / "reference.yaml", cifar_shaped_config(reference_folder, root))
     fit.main(["--config", str(reference_config)])  # uninterrupted, in this process, W&B disabled
     reference = read_checkpoint(find_last_checkpoint(reference_folder))
 
-    config = str(write_config(tmp_path / "killed.yaml", tiny_config(killed_folder, MAX_STEPS)))
+    config = str(write_config(tmp_path / "killed.yaml", cifar_shaped_config(killed_folder, root)))
     rng = random.Random(0)
-    kill_steps = sorted(rng.sample(range(1, MAX_STEPS - 1), KILLS))
-    for index, step in enumerate(kill_steps):
+    kill_steps = sorted(rng.sample(range(1, MAX_STEPS - 1), len(STOPS)))
+    for index, (step, stop) in enumerate(zip(kill_steps, STOPS, strict=True)):
         args = ["--config", config] + (["--ckpt_path", "last"] if index else [])
-        kill_after_step(args, tmp_path, killed_folder, step, rng)
+        stop_after_step(args, tmp_path, killed_folder, step, rng, stop)
         assert last_step(killed_folder) >= step
     finished = subprocess.run(
         fit_command("--config", config, "--ckpt_path", "last"),
@@ -90,7 +130,7 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
     assert resumed["global_step"] == reference["global_step"] == MAX_STEPS
     assert resumed["state_dict"].keys() == reference["state_dict"].keys()
     for name, weight in reference["state_dict"].items():
-        assert torch.equal(resumed["state_dict"][name], weight), f"{name} differs after {KILLS} kills and resumes"
+        assert torch.equal(resumed["state_dict"][name], weight), f"{name} differs after {len(STOPS)} stops and resumes"
     probe_key = next(key for key in reference["callbacks"] if "LinearProbe" in key)
     history = [(entry["step"], entry["accuracy"]) for entry in resumed["callbacks"][probe_key]["history"]]
     assert history == [(entry["step"], entry["accuracy"]) for entry in reference["callbacks"][probe_key]["history"]]
