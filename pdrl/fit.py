@@ -411,5 +411,10 @@ def build_cli(
         raise ArgumentError(None, message) from None
 
 
+def console_main() -> int:
+    """The ``pdrl`` console script: ``python -m pdrl.fit`` under another name (one-line errors, exit status 2)."""
+    return run_command(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run_command(main))
+    sys.exit(console_main())

@@ -86,3 +86,14 @@ def test_a_renamed_config_key_names_its_new_name(tmp_path: Path, capsys: pytest.
     assert run_command(main, ["--config", "mi_gaussian", "--config", str(old), "--print_config"]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "'critic' is not accepted" in error and "renamed to 'critic_name'" in error, error
+
+
+def test_the_pdrl_console_script_is_python_m_pdrl_fit(monkeypatch, capsys) -> None:
+    """``pdrl ARGS`` (pyproject's console script) ends a user error in one line with status 2, as ``python -m``."""
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="pdrl")
+    monkeypatch.setattr("sys.argv", ["pdrl", "--config", "no_such_config.yaml"])
+    assert script.load()() == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("pdrl: error: Config no_such_config.yaml does not exist"), error

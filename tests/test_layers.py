@@ -1,4 +1,4 @@
-"""The import rules of the README's Architecture section, read from the source: imports point one way.
+"""The import rules of the docs' Architecture page (docs/architecture.md), read from the source: imports point one way.
 
 Inside ``pdrl`` layer by layer; across the repository, ``bench/`` (every benchmark) may import ``pdrl``, and
 ``pdrl`` never imports ``bench``.
@@ -73,7 +73,7 @@ def layer_of(path: Path) -> str:
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda path: str(path.relative_to(PACKAGE)))
 def test_imports_point_one_way(path: Path) -> None:
     layer = layer_of(path)
-    assert layer in ALLOWED, f"{layer} is not in the README's Architecture section: add it there and here"
+    assert layer in ALLOWED, f"{layer} is not in docs/architecture.md's layer map: add it there and here"
     wrong = imported_layers(path) - ALLOWED[layer] - {layer}
     assert not wrong, f"pdrl/{path.relative_to(PACKAGE)} ({layer}) imports {sorted(wrong)}, against the README's rules"
 
