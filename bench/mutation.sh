@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Mutation check of the losses and the linear probe with mutmut. A bench script, not part of CI.
+# Mutation check of the losses, the linear probe and the data modules with mutmut. A bench script, not part of CI.
 #
 #   pip install -e '.[mutation]'                       # mutmut 3 (pulls no torch)
-#   bench/mutation.sh                                  # every file of pdrl/losses and pdrl/callbacks/linear_probe.py
+#   bench/mutation.sh                                  # pdrl/losses, the probe (callback and solvers), pdrl/data
 #   bench/mutation.sh pdrl/losses/variational.py       # only these files
 #   MUTATION_SECONDS=900 bench/mutation.sh ...          # stop after this many seconds (default: no limit)
 #
@@ -17,14 +17,17 @@ set -euo pipefail
 repo=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 files=("$@")
 if [ ${#files[@]} -eq 0 ]; then
-    files=("$repo"/pdrl/losses/*.py "$repo"/pdrl/callbacks/linear_probe.py)
+    files=("$repo"/pdrl/losses/*.py "$repo"/pdrl/callbacks/linear_probe.py "$repo"/pdrl/probe_solvers.py "$repo"/pdrl/data/*.py)
     files=("${files[@]#"$repo"/}")
 fi
 tests=(tests/test_losses.py tests/test_losses_numerics.py tests/test_readouts_exact.py tests/test_location_losses.py
        tests/test_layouts.py tests/test_linear_probe.py tests/test_mutations.py tests/test_variational_values.py
        tests/test_readout_negatives.py tests/test_linear_probe_hooks.py tests/test_deprecated_names.py
        tests/test_loss_registry.py tests/test_score_matrix.py
-       tests/test_location_losses_contracts.py tests/test_ratio_fitting_values.py tests/test_layouts_ranks.py)
+       tests/test_location_losses_contracts.py tests/test_ratio_fitting_values.py tests/test_layouts_ranks.py
+       tests/test_image_folder.py tests/test_image_folder_classes.py tests/test_images.py tests/test_data_files.py
+       tests/test_word_vectors.py tests/test_whole_images.py tests/test_augment.py tests/test_gaussians.py
+       tests/test_unpadded_sampler.py)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/pdrl-mutation.XXXXXX")
 if [ "${MUTATION_KEEP:-0}" != 1 ]; then trap 'rm -rf "$work"' EXIT; fi
