@@ -30,13 +30,17 @@ import csv
 import os
 import platform
 import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pdrl.tasks.deep_representation import DeepRepresentation
+sys.path.insert(0, str(Path(__file__).parents[1]))  # run as a script: bench.timing from the repository root
+from bench.timing import Rounds, interleaved_rounds  # noqa: E402
+from pdrl.tasks.deep_representation import DeepRepresentation  # noqa: E402
 
 PAPER_WIDTH = dict(ndf=192, n_rkhs=1536, depth=8)
 
@@ -155,20 +159,9 @@ def make_loss_stage(args: argparse.Namespace, batched_loss: bool):
     return stage
 
 
-def interleaved_seconds(args: argparse.Namespace, runs: dict) -> dict[str, list[float]]:
-    """Seconds of each call of each function in ``runs``, alternating their order every index."""
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
-    for index in range(args.warmup + args.steps):
-        for name, run in runs.items() if index % 2 == 0 else reversed(runs.items()):
-            start = time.perf_counter()
-            run(index)
-            if index >= args.warmup:
-                seconds[name].append(time.perf_counter() - start)
-    return seconds
-
-
-def compare_loss_calls(args: argparse.Namespace) -> dict[str, list[float]]:
-    """Seconds of the batched and the per-location loss: the loss stage alone, then whole steps, interleaved."""
+def compare_loss_calls(args: argparse.Namespace) -> tuple[Rounds, Rounds]:
+    """Seconds of the batched and the per-location loss: the loss stage alone, then whole steps, each pair timed
+    call by call in alternating order (``args.warmup`` calls of each first, not recorded)."""
     # CPC per location, so that both evaluate the same loss whatever the objective
     stages = {
         "loss stage, one call": make_loss_stage(args, batched_loss=True),
@@ -178,18 +171,22 @@ def compare_loss_calls(args: argparse.Namespace) -> dict[str, list[float]]:
         "whole step, one call": make_step(args, batched_loss=True, cpc_negatives="per_location"),
         "whole step, 198 calls": make_step(args, batched_loss=False, cpc_negatives="per_location"),
     }
-    return interleaved_seconds(args, stages) | interleaved_seconds(args, steps)
+    return (
+        interleaved_rounds(stages, args.steps, warmup_rounds=args.warmup),
+        interleaved_rounds(steps, args.steps, warmup_rounds=args.warmup),
+    )
 
 
-def comparison_table(args: argparse.Namespace, seconds: dict[str, list[float]], load: float) -> str:
+def comparison_table(args: argparse.Namespace, timed: tuple[Rounds, Rounds], load: float) -> str:
+    means = {name: mean for rounds in timed for name, mean in rounds.means().items()}
+    medians = {name: median for rounds in timed for name, median in rounds.medians().items()}
     rows = [
-        f"| {name} | {args.batch * len(values) / sum(values):.1f} | {args.batch / statistics.median(values):.1f} |"
-        f" {1000 * statistics.median(values):.1f} |"
-        for name, values in seconds.items()
+        f"| {name} | {args.batch / means[name]:.1f} | {args.batch / median:.1f} | {1000 * median:.1f} |"
+        for name, median in medians.items()
     ]
 
     def speedup(part: str) -> float:
-        return statistics.median(seconds[f"{part}, 198 calls"]) / statistics.median(seconds[f"{part}, one call"])
+        return medians[f"{part}, 198 calls"] / medians[f"{part}, one call"]
 
     return "\n".join(
         [

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # run as a script: bench.mac
 from bench.machine import cpu_tag, describe  # noqa: E402
 from bench.report_file import round_lines, write_markdown  # noqa: E402
 from bench.shallow_fit_runner import pdrl_fit_runner  # noqa: E402
+from bench.timing import interleaved_rounds  # noqa: E402
 from pdrl.hardware import bf16_is_fast  # noqa: E402
 
 
@@ -222,18 +222,13 @@ def main() -> None:
         torch.set_num_threads(threads)
         for run in variants.values():
             run(2)
-        times: dict[str, list[float]] = {name: [] for name in variants}
-        for round_index in range(args.rounds):
-            order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
-            for name in order:
-                begin = time.perf_counter()
-                variants[name](args.steps)
-                times[name].append((time.perf_counter() - begin) / args.steps * 1000)
-        medians = {name: statistics.median(values) for name, values in times.items()}
+        steps_each_round = {name: lambda _round, run=run: run(args.steps) for name, run in variants.items()}
+        ms_per_step = interleaved_rounds(steps_each_round, args.rounds).scaled(1000 / args.steps)
         floor = step_floor(threads)
         torch.set_num_threads(threads)
         probe = time_probe(cli)
-        row = {"threads": threads, **medians, **floor, **probe, "load": os.getloadavg()[0], "rounds": times}
+        row = {"threads": threads, **ms_per_step.medians(), **floor, **probe, "load": os.getloadavg()[0],
+               "rounds": ms_per_step.values}  # fmt: skip
         print(row, flush=True)
         rows.append(row)
     write_report(args, rows, load_before)

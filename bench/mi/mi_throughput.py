@@ -16,9 +16,8 @@ average before and after each round (on a shared machine other jobs move wall-cl
 
 from __future__ import annotations
 
-import os
-import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import torch
 from bench.mi.mi_engines import train_lean, train_lightning, train_plain
 from bench.mi.mi_runs import machine_description
 from bench.mi.mi_settings import ESTIMATORS, Setting
+from bench.timing import interleaved_rounds
 
 LOOPS = ("plain", "lean", "lightning")
 
@@ -54,34 +54,41 @@ class _SteadyTimer:
         return Timer()
 
 
-def measure_round(estimator: str, setting: Setting, order: list[str]) -> dict[str, float]:
-    """Steps/s of each loop in ``order`` on a fresh model; Lightning's setup seconds as ``lightning_setup_s``."""
+def loops_of(estimator: str, setting: Setting, lightning_setup_s: list[float]) -> dict[str, Callable[[int], float]]:
+    """Each loop as a variant of :func:`bench.timing.interleaved_rounds`: it trains a fresh model and returns its
+    steps/s; the Lightning loop also appends its setup seconds to ``lightning_setup_s``."""
     steps = setting.total_steps
-    row: dict[str, float] = {"load_before": os.getloadavg()[0]}
-    for loop in order:
+
+    def plain(_round: int) -> float:
+        return steps / train_plain(setting.model(ESTIMATORS[estimator]), setting.stream())
+
+    def lean(_round: int) -> float:
+        return steps / train_lean(setting.model(ESTIMATORS[estimator]), setting.stream()).wall_s
+
+    def lightning(_round: int) -> float:
         model = setting.model(ESTIMATORS[estimator])
-        if loop == "plain":
-            row["plain"] = steps / train_plain(model, setting.stream())
-        elif loop == "lean":
-            row["lean"] = steps / train_lean(model, setting.stream()).wall_s
-        else:
-            first = steps // 10
-            timer = _SteadyTimer(first)
-            called_at = time.perf_counter()
-            train_lightning(model, setting.stream(), callbacks=(timer,))
-            row["lightning"] = (steps - first) / (timer.end - timer.start)
-            row["lightning_setup_s"] = timer.first_batch_at - called_at
-    row["load_after"] = os.getloadavg()[0]
-    return row
+        first = steps // 10
+        timer = _SteadyTimer(first)
+        called_at = time.perf_counter()
+        train_lightning(model, setting.stream(), callbacks=(timer,))
+        lightning_setup_s.append(timer.first_batch_at - called_at)
+        return (steps - first) / (timer.end - timer.start)
+
+    return {"plain": plain, "lean": lean, "lightning": lightning}
 
 
 def run_throughput(path: Path, estimator: str, setting: Setting, rounds: int, command: str) -> list[dict[str, float]]:
     """Measure ``rounds`` interleaved rounds, print them and write the Markdown report to ``path``."""
-    measurements = []
-    for index in range(rounds):
-        order = [LOOPS[(index + shift) % len(LOOPS)] for shift in range(len(LOOPS))]
-        row = measure_round(estimator, setting, order)
-        measurements.append(row)
+    lightning_setup_s: list[float] = []
+    timed = interleaved_rounds(
+        loops_of(estimator, setting, lightning_setup_s), rounds, order="rotate", measure="returned"
+    )
+    measurements = [
+        {"load_before": timed.load_before[index], **{loop: timed.values[loop][index] for loop in LOOPS},
+         "lightning_setup_s": lightning_setup_s[index], "load_after": timed.load_after[index]}
+        for index in range(rounds)
+    ]  # fmt: skip
+    for index, (order, row) in enumerate(zip(timed.orders, measurements, strict=True)):
         print(
             f"round {index} ({' -> '.join(order)}): "
             + ", ".join(f"{loop} {row[loop]:.1f} steps/s" for loop in LOOPS)
@@ -89,7 +96,7 @@ def run_throughput(path: Path, estimator: str, setting: Setting, rounds: int, co
             + f"; load {row['load_before']:.2f} -> {row['load_after']:.2f}",
             flush=True,
         )
-    median = {loop: statistics.median(row[loop] for row in measurements) for loop in LOOPS}
+    median = timed.medians()
     steps = setting.total_steps
     lines = [
         "# MI benchmark throughput: pdrl's lean loop and Lightning engine against a plain reference loop",
@@ -108,10 +115,9 @@ def run_throughput(path: Path, estimator: str, setting: Setting, rounds: int, co
         "| Lightning setup (s) | load before | load after |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for index, row in enumerate(measurements):
-        order = " -> ".join(LOOPS[(index + shift) % len(LOOPS)] for shift in range(len(LOOPS)))
+    for index, (order, row) in enumerate(zip(timed.orders, measurements, strict=True)):
         lines.append(
-            f"| {index} | {order} | {row['plain']:.1f} | {row['lean']:.1f} | {row['lightning']:.1f} | "
+            f"| {index} | {' -> '.join(order)} | {row['plain']:.1f} | {row['lean']:.1f} | {row['lightning']:.1f} | "
             f"{row['lean'] / row['plain']:.3f} | {row['lightning'] / row['plain']:.3f} | "
             f"{row['lightning_setup_s']:.2f} | {row['load_before']:.2f} | {row['load_after']:.2f} |"
         )
