@@ -1,5 +1,5 @@
 """The shallow MNIST task through ``pdrl.fit`` itself, continued step by step, for the benchmarks that time it
-(``bench/shallow_speed.py``, ``bench/shallow_state_speed.py``)."""
+(``bench/shallow_speed.py``, ``bench/shallow_step_profile.py``)."""
 
 from __future__ import annotations
 

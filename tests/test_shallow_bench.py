@@ -1,19 +1,21 @@
-"""The shallow task's benchmark scripts: the wall-time budget Lightning accepts, the floor's precision by CPU, and
-the machine named in every report (timings from two CPUs are not comparable)."""
+"""The shallow task's benchmark scripts: the wall-time budget Lightning accepts, the floor's precision by CPU, the
+machine named in every report (timings from two CPUs are not comparable), and ``python -m bench.shallow``, which runs
+them."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from pytorch_lightning.callbacks import Timer
 
-from bench import machine, shallow_mnist, shallow_paired_flows, shallow_speed, shallow_step_profile
+from bench import machine, shallow_mnist, shallow_speed, shallow_step_profile
 from bench.shallow_mnist import wall_time_budget
-from pdrl.nets.realnvp import RealNVP
 
 
 @pytest.mark.parametrize("minutes, expected", [(5, "00:00:05:00"), (85, "00:01:25:00"), (115.9, "00:01:55:00")])
@@ -150,26 +152,6 @@ def test_the_fast_bare_loop_is_pdrls_fast_path_by_hand():
     assert hasattr(run.encode_step, "_torchdynamo_orig_callable")  # compiled lazily, at its first step
 
 
-def test_the_paired_flows_compute_what_the_two_flows_compute_one_after_the_other():
-    """bench/shallow_paired_flows.py's lockstep variant times the same computation: same outputs and gradients."""
-    torch.manual_seed(0)
-    flows = (RealNVP(10, 3, (8, 8), 0.3, 0), RealNVP(10, 3, (8, 8), 0.3, 1))
-    inputs = (torch.randn(5, 10), torch.randn(5, 10))
-    outputs, gradients = [], []
-    for forward in (shallow_paired_flows.separate_forward, shallow_paired_flows.paired_forward):
-        features = forward(*flows, *inputs)
-        (features[0] @ features[1].T).logsumexp(1).mean().backward()
-        outputs.append(features)
-        gradients.append([p.grad.clone() for flow in flows for p in flow.parameters()])
-        for flow in flows:
-            flow.zero_grad(set_to_none=True)
-    for separate, paired in zip(*outputs, strict=True):
-        torch.testing.assert_close(paired, separate)
-    assert not torch.allclose(outputs[0][0], outputs[0][1])  # the two flows differ: a swap would be caught
-    for separate, paired in zip(*gradients, strict=True):
-        torch.testing.assert_close(paired, separate)
-
-
 def test_the_step_profile_sorts_ops_into_kinds_that_add_up_to_the_total():
     events = [("aten::mm", 3.0), ("aten::addmm", 1.0), ("## Call CompiledFxGraph abc ##", 5.0),
               ("aten::_fused_adam_", 2.0), ("aten::sum", 0.5), ("Optimizer.step#Adam.step", 0.25)]  # fmt: skip
@@ -195,10 +177,11 @@ def test_the_step_profile_finds_compiled_graphs_and_matrix_products_in_a_real_pr
 
 
 @pytest.mark.parametrize("objective, expected", [(None, "pcc"), ("drfc", "drfc")])
-def test_the_fit_runner_trains_the_configs_objective_or_the_one_given(tmp_path, objective, expected):
+def test_the_fit_runner_trains_the_configs_objective_or_the_one_given(tmp_path, fake_data, objective, expected):
     from bench.shallow_fit_runner import pdrl_fit_runner
 
-    _, cli = pdrl_fit_runner(str(tmp_path), objective=objective)  # the data is read only when a fit starts
+    fake_data.mnist(tmp_path, n_train=128)  # pdrl.fit checks the data (one batch at least) as it builds the run
+    _, cli = pdrl_fit_runner(str(tmp_path), objective=objective)
     assert cli.model.objective_name == expected
 
 
@@ -287,3 +270,36 @@ def test_training_seconds_end_a_start_without_a_stop_at_the_next_start_or_now():
     lines = ["segment start 2026-12-07T10:00:00Z load", "segment start 2026-12-07T10:10:00Z load",
              "segment stop 2026-12-07T10:20:00Z rc=0", "segment start 2026-12-07T11:00:00Z load"]  # fmt: skip
     assert training_seconds(lines, datetime(2026, 12, 7, 11, 5, tzinfo=timezone.utc)) == 25 * 60
+
+
+@pytest.mark.parametrize(
+    "argv, module",
+    [(["speed", "--threads", "1", "2"], "bench.shallow_speed"),
+     (["profile", "--steps", "5"], "bench.shallow_step_profile"),
+     (["mnist", "run", "--objective", "cpc"], "bench.shallow_mnist"),
+     (["cifar", "report"], "bench.shallow_cifar")],
+)  # fmt: skip
+def test_python_m_bench_shallow_runs_the_script_with_the_rest_of_its_command_line(monkeypatch, argv, module):
+    """``python -m bench.shallow speed ARGS`` is ``python bench/shallow_speed.py ARGS``: the script runs as __main__
+    and sees its own path and ARGS in sys.argv, so the command its results quote reruns it."""
+    from bench import shallow
+
+    seen = []
+    monkeypatch.setattr(shallow.runpy, "run_module", lambda *args, **kwargs: seen.append((args, kwargs, sys.argv[:])))
+    before = list(sys.argv)
+    shallow.main(argv)
+    script = str(Path(__file__).parents[1] / f"{module.replace('.', '/')}.py")
+    assert seen == [((module,), {"run_name": "__main__", "alter_sys": True}, [script, *argv[1:]])]
+    assert sys.argv == before
+
+
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules")  # the test module has imported the script already
+def test_python_m_bench_shallow_passes_help_to_the_script_and_names_its_commands(capsys):
+    from bench import shallow
+
+    with pytest.raises(SystemExit) as done:
+        shallow.main(["profile", "--help"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("usage: shallow_step_profile.py")
+    with pytest.raises(SystemExit) as done:
+        shallow.main(["timing"])
+    assert done.value.code == 2 and "choose from 'speed', 'profile', 'mnist', 'cifar'" in capsys.readouterr().err
