@@ -43,13 +43,10 @@ dropped; every other Lightning line and warning stays.
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +57,6 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
-from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from pdrl import checkpointing, tasks, wandb_setup
 from pdrl.callbacks.checkpoint_state import RandomState, RunConfig, WandbRunId
@@ -71,6 +67,7 @@ from pdrl.contracts import Embedder, ProbeDataSource
 from pdrl.errors import ConfigError, run_command
 from pdrl.hardware import keep_freed_memory
 from pdrl.losses import OBJECTIVES
+from pdrl.terminal import quiet_lightning
 
 SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
 USAGE = "python -m pdrl.fit --config NAME.yaml [--config MORE.yaml] [--section.key value ...] [--print_config]"
@@ -303,53 +300,6 @@ def check_probe_needs(trainer: Trainer, model: LightningModule, datamodule: Ligh
                 f"LinearProbe needs (input, label) examples, but {type(datamodule).__name__}.probe_dataset({split!r}) "
                 "gives something else: give the probe a labelled dataset, or remove the LinearProbe callback."
             )
-
-
-# Lightning's info lines that say nothing about this run: where its logger (``pytorch_lightning.utilities.rank_zero``,
-# used by every ``rank_zero_info``) is filtered rather than raised to WARNING, which would also drop the lines worth
-# reading ("Restoring states from the checkpoint path at ...", "`Trainer.fit` stopped: `max_steps=...` reached.").
-LIGHTNING_RANK_ZERO_LOGGER = "pytorch_lightning.utilities.rank_zero"
-DROPPED_LIGHTNING_LINES = ("💡 Tip:", "GPU available:", "TPU available:")
-# torch.compile on a CPU with torch's CUDA wheels: inductor's first C++ build says it found no CUDA runtime, which
-# a CPU run does not need
-TORCH_CPP_EXTENSION_LOGGER = "torch.utils.cpp_extension"
-DROPPED_TORCH_LINES = ("No CUDA runtime is found",)
-# (message regex, category) of the warnings a fit drops: Lightning's hint to use DataLoader workers (pdrl's datamodules
-# load in-memory tensors with num_workers=0 on purpose), and the FutureWarning that Lightning's own _pytree code
-# triggers by building torch's deprecated LeafSpec.
-DROPPED_WARNINGS = (
-    (r"The '\w+' does not have many workers which may be a bottleneck", PossibleUserWarning),
-    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
-)
-
-
-class _DropLines(logging.Filter):
-    def __init__(self, prefixes: tuple[str, ...]) -> None:
-        super().__init__()
-        self.prefixes = prefixes
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.prefixes)
-
-
-@contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """Within the block, drop ``DROPPED_LIGHTNING_LINES``, ``DROPPED_TORCH_LINES`` and ``DROPPED_WARNINGS``; all are
-    restored after it."""
-    filters = [
-        (logging.getLogger(LIGHTNING_RANK_ZERO_LOGGER), _DropLines(DROPPED_LIGHTNING_LINES)),
-        (logging.getLogger(TORCH_CPP_EXTENSION_LOGGER), _DropLines(DROPPED_TORCH_LINES)),
-    ]
-    for logger, dropped in filters:
-        logger.addFilter(dropped)
-    try:
-        with warnings.catch_warnings():
-            for message, category in DROPPED_WARNINGS:
-                warnings.filterwarnings("ignore", message=message, category=category)
-            yield
-    finally:
-        for logger, dropped in filters:
-            logger.removeFilter(dropped)
 
 
 def main(args: list[str] | None = None) -> PdrlCLI:

@@ -16,7 +16,7 @@ BENCH = PACKAGE.parent / "bench"
 GROUND = {"distributed", "errors"}
 EVERYTHING = {
     "distributed", "errors", "contracts", "metrics", "probe_solvers", "losses", "nets", "heads", "data", "tasks",
-    "checkpointing", "wandb_setup", "hardware", "callbacks", "fit",
+    "checkpointing", "wandb_setup", "hardware", "terminal", "callbacks", "fit",
 }  # fmt: skip
 ALLOWED = {
     "__init__": set(),
@@ -27,6 +27,7 @@ ALLOWED = {
     "probe_solvers": GROUND,
     "wandb_setup": set(),
     "hardware": set(),
+    "terminal": set(),
     "checkpointing": {"errors"},
     "losses": GROUND,
     "nets": GROUND,

@@ -72,7 +72,7 @@ def test_quiet_lightning_is_scoped_to_its_block() -> None:
     import logging
     import warnings
 
-    from pdrl.fit import LIGHTNING_RANK_ZERO_LOGGER, quiet_lightning
+    from pdrl.terminal import LIGHTNING_RANK_ZERO_LOGGER, quiet_lightning
 
     logger = logging.getLogger(LIGHTNING_RANK_ZERO_LOGGER)
     filters, logger_filters = list(warnings.filters), list(logger.filters)
@@ -84,7 +84,7 @@ def test_quiet_lightning_is_scoped_to_its_block() -> None:
 def test_the_dropped_lines_are_only_lightnings_noise(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from pdrl.fit import LIGHTNING_RANK_ZERO_LOGGER, quiet_lightning
+    from pdrl.terminal import LIGHTNING_RANK_ZERO_LOGGER, quiet_lightning
 
     logger = logging.getLogger(LIGHTNING_RANK_ZERO_LOGGER)
     with caplog.at_level(logging.INFO, logger=LIGHTNING_RANK_ZERO_LOGGER), quiet_lightning():
@@ -97,7 +97,7 @@ def test_torchs_no_cuda_runtime_line_is_dropped_on_a_cpu_and_its_other_lines_sta
     """A compiled fit on a CPU with torch's CUDA wheels: inductor's first C++ build logs that it found no CUDA."""
     import logging
 
-    from pdrl.fit import TORCH_CPP_EXTENSION_LOGGER, quiet_lightning
+    from pdrl.terminal import TORCH_CPP_EXTENSION_LOGGER, quiet_lightning
 
     class Keep(logging.Handler):  # torch's loggers do not propagate to the root logger that caplog reads
         def __init__(self) -> None:
@@ -127,7 +127,7 @@ def test_warnings_other_than_the_dropped_ones_still_show() -> None:
 
     from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
-    from pdrl.fit import quiet_lightning
+    from pdrl.terminal import quiet_lightning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # every warning shows, except what the block's own filters drop
