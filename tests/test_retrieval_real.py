@@ -3,6 +3,7 @@ images only, a test split that shares no word with training, and a shuffled cont
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from PIL import Image
 
 from bench import retrieval_real as bench
+from bench import retrieval_vectors as vectors
 from pdrl.data.word_vectors import WordVectorDataModule, read_word_vectors, split_test_words
 
 DIM = 10
@@ -42,12 +44,12 @@ def mnist(tmp_path) -> tuple[Path, np.ndarray, np.ndarray]:
 
 def write(root: Path, out: Path, shuffle: bool = False, **kwargs) -> dict[str, str]:
     settings = {"dim": DIM, "num_train": 120, "num_test": 40, "subset_seed": 3, **kwargs}
-    return bench.write_vector_files(root, "mnist", out, shuffle_pairs=shuffle, **settings)
+    return vectors.write_vector_files(root, "mnist", out, shuffle_pairs=shuffle, **settings)
 
 
 def expected_words(num_train_images: int, num_train: int, num_test_images: int, num_test: int) -> list[str]:
-    train = bench.select(num_train_images, num_train, 3)
-    test = bench.select(num_test_images, num_test, 3)
+    train = vectors.select(num_train_images, num_train, 3)
+    test = vectors.select(num_test_images, num_test, 3)
     return [f"train_{i:06d}" for i in train] + [f"test_{i:06d}" for i in test]
 
 
@@ -72,23 +74,23 @@ def test_cifar_image_folder_files_parse_with_pdrls_loader(tmp_path):
             for k in range(per_class):
                 pixels = generator.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / split / name / f"{k:04d}.jpg")
-    paths = bench.write_vector_files(tmp_path, "cifar10", tmp_path / "vec", dim=DIM, num_train=None, num_test=None)
+    paths = vectors.write_vector_files(tmp_path, "cifar10", tmp_path / "vec", dim=DIM, num_train=None, num_test=None)
     words, top = read_word_vectors(paths["audio"])
     assert words == [f"train_{i:06d}" for i in range(80)] + [f"test_{i:06d}" for i in range(30)]
     assert top.shape == read_word_vectors(paths["text"])[1].shape == (110, DIM)
-    files = bench.image_files(folder, "train")  # index = position among sorted classes, then sorted names
+    files = vectors.image_files(folder, "train")  # index = position among sorted classes, then sorted names
     assert files[0].parts[-2:] == ("airplane", "0000.jpg") and files[40].parts[-2:] == ("cat", "0000.jpg")
-    assert bench.json.loads(Path(paths["manifest"]).read_text())["half_pixels"] == 16 * 32 * 3
+    assert json.loads(Path(paths["manifest"]).read_text())["half_pixels"] == 16 * 32 * 3
 
 
 def test_pca_is_fitted_on_the_train_images_only(mnist, tmp_path):
     root, train_images, test_images = mnist
     paths = write(root, tmp_path / "vec")
-    train_rows = bench.select(150, 120, 3)
-    test_rows = bench.select(50, 40, 3)
+    train_rows = vectors.select(150, 120, 3)
+    test_rows = vectors.select(50, 40, 3)
     for key, half in (("audio", 0), ("text", 1)):
-        vectors = read_word_vectors(paths[key])[1].numpy().astype(np.float64)
-        train_vectors = vectors[:120]
+        written = read_word_vectors(paths[key])[1].numpy().astype(np.float64)
+        train_vectors = written[:120]
         # PCA coordinates of the rows it was fitted on are centred and uncorrelated: fitted on all rows, the brighter
         # test rows would make brightness the first component and put the train rows' mean far from 0 along it
         assert np.abs(train_vectors.mean(axis=0)).max() < 1e-4
@@ -96,13 +98,13 @@ def test_pca_is_fitted_on_the_train_images_only(mnist, tmp_path):
         assert np.abs(covariance - np.diag(np.diag(covariance))).max() < 1e-4 * np.diag(covariance).max()
         # and they are what a PCA fitted on those train rows gives (up to each component's sign)
         pixels = {"train": train_images[train_rows][..., None], "test": test_images[test_rows][..., None]}
-        train_half = bench.halves(pixels["train"])[half].astype(np.float64)
-        test_half = bench.halves(pixels["test"])[half].astype(np.float64)
+        train_half = vectors.halves(pixels["train"])[half].astype(np.float64)
+        test_half = vectors.halves(pixels["test"])[half].astype(np.float64)
         mean = train_half.mean(axis=0)
         components = np.linalg.svd(train_half - mean, full_matrices=False)[2][:DIM]
         expected = (np.concatenate([train_half, test_half]) - mean) @ components.T
-        signs = np.sign((expected * vectors).sum(axis=0))
-        np.testing.assert_allclose(vectors, expected * signs, atol=1e-3)
+        signs = np.sign((expected * written).sum(axis=0))
+        np.testing.assert_allclose(written, expected * signs, atol=1e-3)
 
 
 def test_pdrls_split_holds_out_exactly_the_test_images(mnist, tmp_path):
@@ -127,12 +129,12 @@ def test_pdrls_split_holds_out_exactly_the_test_images(mnist, tmp_path):
 @pytest.mark.parametrize("num", [2, 3, 7, 100, 5000])
 def test_derangement_is_a_permutation_without_fixed_points(num):
     for seed in range(5):
-        permutation = bench.derangement(num, seed)
+        permutation = vectors.derangement(num, seed)
         assert sorted(permutation.tolist()) == list(range(num))
         assert (permutation != np.arange(num)).all()
-    assert not np.array_equal(bench.derangement(num, 0), bench.derangement(num, 1)) or num <= 3
+    assert not np.array_equal(vectors.derangement(num, 0), vectors.derangement(num, 1)) or num <= 3
     with pytest.raises(SystemExit):
-        bench.derangement(1, 0)
+        vectors.derangement(1, 0)
 
 
 def test_the_shuffled_control_breaks_every_pair_within_each_split(mnist, tmp_path):
