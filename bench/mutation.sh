@@ -22,7 +22,7 @@ if [ ${#files[@]} -eq 0 ]; then
 fi
 tests=(tests/test_losses.py tests/test_losses_numerics.py tests/test_readouts_exact.py tests/test_location_losses.py
        tests/test_layouts.py tests/test_linear_probe.py tests/test_mutations.py tests/test_variational_values.py
-       tests/test_readout_negatives.py tests/test_linear_probe_hooks.py tests/test_deprecated_names.py
+       tests/test_readout_negatives.py tests/test_linear_probe_hooks.py
        tests/test_loss_registry.py tests/test_score_matrix.py
        tests/test_location_losses_contracts.py tests/test_ratio_fitting_values.py tests/test_layouts_ranks.py
        tests/test_image_folder.py tests/test_image_folder_classes.py tests/test_images.py tests/test_data_files.py
@@ -43,9 +43,8 @@ if [ "${MUTATION_KEEP:-0}" != 1 ]; then trap 'rm -rf "$work"' EXIT; fi
     echo "    -p"
     echo "    no:cacheprovider"
     echo "    -k"
-    # the 2-process DDP probe test (spawns processes, 20+ s, outside a forked mutant), and the deprecation test
-    # that checks the warning's stack level (mutmut's trampoline adds a frame, so it fails on unmutated code)
-    echo "    not gloo_ranks and not warns_at_class_creation"
+    # the 2-process DDP probe test (spawns processes, 20+ s, outside a forked mutant)
+    echo "    not gloo_ranks"
     echo "use_git_change_detection = false"
 } >> "$work/setup.cfg"
 echo "mutating ${files[*]} in $work; tests: ${tests[*]}"

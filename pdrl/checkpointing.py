@@ -20,7 +20,6 @@ who trusts the file opts in with the environment variable ``PDRL_TRUSTED_CHECKPO
 
 from __future__ import annotations
 
-import copy
 import importlib
 import inspect
 import os
@@ -154,34 +153,12 @@ def imported_class(class_path: Any) -> Any:
     return getattr(module, class_name, None)
 
 
-def renamed_arguments(class_path: str | None) -> dict[str, str]:
-    """``{old: new}`` init-argument names that the task ``class_path`` renamed (its ``RENAMED_ARGUMENTS``).
-
-    ``class_path`` is the task of the resume's own config (never a name read from a checkpoint), already imported
-    by the command line; a path that does not import gives ``{}``.
-    """
-    renamed = getattr(imported_class(class_path), "RENAMED_ARGUMENTS", {})
-    return dict(renamed) if isinstance(renamed, dict) else {}
-
-
-def migrate_run_config(saved: dict[str, Any], renamed: dict[str, str]) -> dict[str, Any]:
-    """A copy of a stored run config with the model's old init-argument names replaced by the new ones."""
-    saved = copy.deepcopy(saved)
-    init_args = (saved.get("model") or {}).get("init_args")
-    if isinstance(init_args, dict):
-        for old, new in renamed.items():
-            if old in init_args and new not in init_args:
-                init_args[new] = init_args.pop(old)
-    return saved
-
-
 def check_resume(checkpoint: dict[str, Any], path: str, run_config: dict[str, Any], allow_changes: bool) -> list[str]:
     """Check that a checkpoint belongs to the run configured by ``run_config`` (``{"model": ..., "data": ...}``).
 
     A different task class is always an error (its weights cannot load). A different model or data config (another
     objective, batch size, ...) is an error unless ``allow_changes``; then the changes are returned to be warned
-    about. Trainer settings (``max_steps``, devices, ...) may always change. A stored config that uses an argument
-    name the task has since renamed (the task class's ``RENAMED_ARGUMENTS``) is read under the new name first.
+    about. Trainer settings (``max_steps``, devices, ...) may always change.
     """
     saved = checkpoint.get(RUN_CONFIG_KEY)
     saved_class = (saved or {}).get("model", {}).get("class_path") or checkpoint.get("hyper_parameters", {}).get(
@@ -195,7 +172,6 @@ def check_resume(checkpoint: dict[str, Any], path: str, run_config: dict[str, An
         )
     if saved is None:
         return []
-    saved = migrate_run_config(saved, renamed_arguments(current_class))
     changes = config_changes(saved, run_config)
     if changes and not allow_changes:
         raise ConfigError(

@@ -43,7 +43,6 @@ dropped; every other Lightning line and warning stays.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 import warnings
@@ -51,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import ArgumentError, DefaultHelpFormatter
+from jsonargparse import DefaultHelpFormatter
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -314,16 +313,6 @@ def main(args: list[str] | None = None) -> PdrlCLI:
     return cli
 
 
-def with_renamed_keys(message: str) -> str:
-    """``message`` with the new name of every key it rejects that a task renamed (their ``RENAMED_ARGUMENTS``)."""
-    classes = [getattr(tasks, name) for name in tasks.__all__]
-    renamed = {old: new for task in classes for old, new in getattr(task, "RENAMED_ARGUMENTS", {}).items()}
-    for old in re.findall(r"Option '(\w+)' is not accepted", message):
-        if old in renamed:
-            message += f"\n('{old}' was renamed to '{renamed[old]}': use that key in your config.)"
-    return message
-
-
 def build_cli(
     args: list[str] | None = None, *, wandb_offline_notice: bool = False, save_config: bool = True
 ) -> PdrlCLI:
@@ -331,34 +320,27 @@ def build_cli(
 
     ``cli.model``, ``cli.datamodule`` and ``cli.trainer`` are ready for ``cli.trainer.fit(...)``, with pdrl's checks
     and callbacks (``main`` then only calls ``keep_freed_memory`` and fits, in ``quiet_lightning``). The ``--config``
-    values in ``args`` are resolved like the command line's (shipped names); a rejected key that a task renamed says
-    its new name. ``wandb_offline_notice``: print the offline W&B line (``main`` passes whether it chose offline);
-    ``save_config=False`` writes no resolved config.
+    values in ``args`` are resolved like the command line's (shipped names). ``wandb_offline_notice``: print the
+    offline W&B line (``main`` passes whether it chose offline); ``save_config=False`` writes no resolved config.
     """
     if args is not None:
         args = resolve_config_args(list(args))
-    try:
-        return PdrlCLI(
-            LightningModule,
-            LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_callback=RunConfigCallback if save_config else None,
-            save_config_kwargs={"overwrite": True, "wandb_offline_notice": wandb_offline_notice},
-            parser_kwargs={
-                "exit_on_error": False,
-                "usage": USAGE,
-                "description": help_description(),
-            },
-            parser_class=PdrlArgumentParser,
-            run=False,
-            args=args,
-        )
-    except ArgumentError as error:
-        message = with_renamed_keys(str(error))
-        if message == str(error):
-            raise
-        raise ArgumentError(None, message) from None
+    return PdrlCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=RunConfigCallback if save_config else None,
+        save_config_kwargs={"overwrite": True, "wandb_offline_notice": wandb_offline_notice},
+        parser_kwargs={
+            "exit_on_error": False,
+            "usage": USAGE,
+            "description": help_description(),
+        },
+        parser_class=PdrlArgumentParser,
+        run=False,
+        args=args,
+    )
 
 
 def console_main() -> int:

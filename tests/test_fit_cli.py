@@ -80,12 +80,17 @@ def test_model_help_lists_pdrl_modules_and_still_takes_any_torch_module(capsys: 
     assert "class_path: torch.nn.Identity" in capsys.readouterr().out
 
 
-def test_a_renamed_config_key_names_its_new_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_the_mi_tasks_removed_critic_key_is_an_unknown_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``critic``, ``critic_name``'s name before 0.1.0, gets jsonargparse's one line for any unknown key."""
     old = tmp_path / "old.yaml"
     old.write_text("model:\n  init_args:\n    critic: separable\n")
     assert run_command(main, ["--config", "mi_gaussian", "--config", str(old), "--print_config"]) == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "'critic' is not accepted" in error and "renamed to 'critic_name'" in error, error
+    captured = capsys.readouterr()
+    assert "critic_name: separable" not in captured.out  # nothing printed as if it were valid
+    assert captured.err.strip().splitlines()[-1] == (
+        "pdrl: error: model: Option 'critic' is not accepted. Check the config value (python -m pdrl.fit --help lists "
+        "every key)."
+    )
 
 
 def test_the_pdrl_console_script_is_python_m_pdrl_fit(monkeypatch, capsys) -> None:

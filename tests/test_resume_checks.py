@@ -3,8 +3,6 @@
 - a checkpoint of another task, or of the same task with another objective, stops with one line (exit 2) before
   its W&B id is taken; ``--resume_with_changes true`` continues with the new values on purpose;
 - a run stopped by its ``max_steps`` is extended by resuming with a larger one (trainer settings may change);
-- a checkpoint written before a task renamed an argument (MIEstimation's ``critic``, now ``critic_name``) resumes
-  and loads, its stored config read under the new name;
 - a checkpoint that needs more than tensors and plain containers is refused without unpickling it (a pickled
   callable in it never runs) unless ``PDRL_TRUSTED_CHECKPOINTS=1``;
 - an unwritable run folder and a probe whose datamodule has no labels are found at start.
@@ -12,7 +10,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytest
@@ -24,8 +21,6 @@ from pdrl import fit
 from pdrl.checkpointing import RUN_CONFIG_KEY, TRUST_VARIABLE, check_resume, find_last_checkpoint, read_checkpoint
 from pdrl.data.images import DigitsDataModule
 from pdrl.errors import ConfigError, run_command
-from pdrl.heads import ConcatCritic
-from pdrl.tasks.mi_estimation import MIEstimation
 from tests.tiny_run import run_fit, tiny_config, write_config
 
 MARKER = Path("/tmp/pdrl_untrusted_checkpoint_ran")
@@ -161,47 +156,6 @@ def test_shallow_configs_also_save_on_wall_time(tmp_path, config):
                                           c["class_path"]] + extra  # fmt: skip
     fit.main(["--config", str(write_config(tmp_path / "config.yaml", run_config)), "--trainer.logger", "false"])
     assert read_checkpoint(tmp_path / "timed" / "last.ckpt")["global_step"] == 3
-
-
-def old_names(checkpoint: dict) -> dict:
-    """``checkpoint`` as written before MIEstimation's ``critic`` argument was renamed ``critic_name``."""
-    checkpoint["hyper_parameters"]["critic"] = checkpoint["hyper_parameters"].pop("critic_name")
-    init_args = checkpoint[RUN_CONFIG_KEY]["model"]["init_args"]
-    init_args["critic"] = init_args.pop("critic_name")
-    return checkpoint
-
-
-def test_an_mi_checkpoint_with_the_old_critic_argument_resumes_and_loads(tmp_path):
-    """The joint (concat) critic, not the default: an old ``critic: concat`` dropped on the way would not fit."""
-    args = ["--config", "configs/mi_gaussian_joint.yaml", "--trainer.logger", "false", "--data.steps_per_level", "3",
-            "--data.mi_levels", "[2.0, 4.0]", "--data.heldout_batches", "0", "--model.hidden_dims", "[8]",
-            "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_epochs", "-1"]  # fmt: skip
-    fit.main([*args, "--trainer.max_steps", "4"])
-    old = tmp_path / "old.ckpt"
-    torch.save(old_names(read_checkpoint(find_last_checkpoint(tmp_path / "run"))), old)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*changed config")  # no change reported, nothing to opt in to
-        assert run_command(fit.main, [*args, "--trainer.max_steps", "6", "--ckpt_path", str(old)]) == 0
-    resumed = read_checkpoint(find_last_checkpoint(tmp_path / "run"))
-    assert resumed["global_step"] == 6
-    assert resumed[RUN_CONFIG_KEY]["model"]["init_args"]["critic_name"] == "concat"
-    assert "critic" not in resumed[RUN_CONFIG_KEY]["model"]["init_args"]
-    with pytest.warns(DeprecationWarning, match="critic_name"):
-        model = MIEstimation.load_from_checkpoint(old)
-    assert isinstance(model.head, ConcatCritic) and model.hparams.critic_name == "concat"
-    assert "critic" not in model.hparams
-    torch.testing.assert_close(model.state_dict(), read_checkpoint(old)["state_dict"])
-
-
-def test_a_changed_critic_is_reported_under_its_new_name_from_an_old_run_config():
-    def stored(**init_args) -> dict:
-        return {"model": {"class_path": "pdrl.tasks.mi_estimation.MIEstimation", "init_args": init_args}, "data": {}}
-
-    old = {RUN_CONFIG_KEY: stored(critic="concat", lr=1e-3), "state_dict": {}}
-    assert check_resume(old, "old.ckpt", stored(critic_name="concat", lr=1e-3), allow_changes=False) == []
-    with pytest.raises(ConfigError, match=r"model.init_args.critic_name: 'concat' -> 'separable'\)"):
-        check_resume(old, "old.ckpt", stored(critic_name="separable", lr=1e-3), allow_changes=False)
-    assert old[RUN_CONFIG_KEY]["model"]["init_args"] == {"critic": "concat", "lr": 1e-3}, "the checkpoint is unchanged"
 
 
 def test_an_argument_added_since_the_checkpoint_is_no_change_at_its_default():

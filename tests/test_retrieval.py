@@ -73,29 +73,6 @@ def test_setup_and_training_step_record_the_negatives_per_row():
     assert int(model.training_negatives) == 5
 
 
-def test_a_checkpoint_with_the_old_training_columns_buffer_still_loads(tmp_path):
-    """Checkpoints written before the buffer was renamed kept the training matrix's columns, k + 1."""
-    trained = small_model(balanced=False)
-    state = trained.state_dict()
-    state["training_columns"] = torch.tensor(512)
-    del state["training_negatives"]
-    fresh = small_model(balanced=False)
-    fresh.load_state_dict(state)  # strict: no missing or unexpected key
-    assert int(fresh.training_negatives) == 511
-    scores = torch.randn(2, 5)
-    torch.testing.assert_close(fresh.pmi(scores), scores + math.log(511))
-    path = tmp_path / "old.ckpt"
-    torch.save(
-        {"state_dict": state, "hyper_parameters": dict(trained.hparams), "pytorch-lightning_version": "2.6.0"}, path
-    )
-    loaded = CrossModalRetrieval.load_from_checkpoint(path)
-    assert int(loaded.training_negatives) == 511
-    state["training_columns"] = torch.tensor(0)  # saved before any setup: still unknown
-    fresh.load_state_dict(state)
-    assert int(fresh.training_negatives) == 0
-    assert set(fresh.state_dict()) == set(trained.state_dict())  # a new checkpoint has the new name only
-
-
 def test_table_ranks_candidates_by_pmi():
     words = ["depths", "mildewed", "lugged", "alison", "pity"]
     examples = [(torch.tensor([0, 1, 2, 3, 4]), torch.tensor([15.22, -58.62, -92.24, -108.02, -104.44]))]

@@ -1,6 +1,5 @@
 """``pdrl.losses.base``: ``exp_linear_above``, ``trained_negatives``, ``ScoreMatrix`` (masks, messages, and its
-means on 2 simulated ranks, equal to 1 process on the whole matrix) and the ``objective`` -> ``training_value``
-deprecation of ``DependencyLoss`` subclasses, with every message pinned exactly.
+means on 2 simulated ranks, equal to 1 process on the whole matrix), with every message pinned exactly.
 
 The 2 ranks are threads: ``pdrl.distributed``'s rank helpers and collectives are replaced by a barrier exchange,
 so the code under test runs its real gathered-column path (offsets, global sums and maxima) in one process.
@@ -10,14 +9,13 @@ from __future__ import annotations
 
 import math
 import threading
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from pdrl import distributed
-from pdrl.losses import NWJLoss, QueueLayout, ScoreMatrix, TwoViewLayout
+from pdrl.losses import DependencyLoss, NWJLoss, QueueLayout, ScoreMatrix, TwoViewLayout
 from pdrl.losses.base import exp_linear_above, trained_negatives
 from pdrl.losses.locations import LocationScoreMatrix
 from tests.messages import exactly
@@ -267,89 +265,18 @@ def test_local_matrices_under_2_ranks_keep_local_means(monkeypatch: pytest.Monke
         torch.testing.assert_close(values, expected[rank], msg=f"rank {rank}")
 
 
-# the objective -> training_value deprecation
+# objective(matrix), training_value's name before 0.1.0, is unknown
 
 
-def alias_message(name: str) -> str:
-    return (
-        f"{name}.objective(matrix) is deprecated: it was renamed training_value(matrix), the training objective's "
-        "value (the task's `objective` is the loss module itself)."
-    )
+def test_objective_is_no_method_of_a_loss_and_a_subclass_defining_only_it_is_abstract() -> None:
+    assert not hasattr(NWJLoss(), "objective")
 
+    class OnlyObjective(DependencyLoss):
+        def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
+            return joint_value(matrix)
 
-def test_objective_on_a_new_subclass_warns_here_and_calls_its_own_training_value() -> None:
-    class Scaled(NWJLoss):
-        def __init__(self, scale: float) -> None:
-            super().__init__()
-            self.scale = scale
+        def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:
+            return joint_value(matrix)
 
-        def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
-            return self.scale * joint_value(matrix)
-
-    matrix = ScoreMatrix(torch.randn(4, 4))
-    with pytest.warns(DeprecationWarning, match=exactly(alias_message("Scaled"))) as record:
-        value = Scaled(3.0).objective(matrix)
-    assert [warning.category for warning in record] == [DeprecationWarning]
-    assert record[0].filename == __file__, "the warning points at the caller"
-    torch.testing.assert_close(value, 3.0 * joint_value(matrix))
-
-
-def test_an_old_subclass_defining_objective_warns_and_keeps_working() -> None:
-    with pytest.warns(DeprecationWarning) as record:
-
-        class OldScaled(NWJLoss):
-            def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
-                return 2.0 * joint_value(matrix)
-
-    assert [warning.category for warning in record] == [DeprecationWarning]
-    assert str(record[0].message) == (
-        f"{__name__}.{OldScaled.__qualname__} defines objective(self, matrix), which pdrl renamed "
-        "training_value(self, matrix): rename the method (it is used as training_value until then)."
-    )
-    assert OldScaled.__qualname__.endswith("<locals>.OldScaled")
-    matrix = ScoreMatrix(torch.randn(4, 4))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        torch.testing.assert_close(OldScaled().training_value(matrix), 2.0 * joint_value(matrix))
-    with pytest.warns(DeprecationWarning, match=exactly(alias_message("OldScaled"))):
-        value = OldScaled().objective(matrix)
-    torch.testing.assert_close(value, 2.0 * joint_value(matrix))
-
-
-def test_an_old_subclass_warns_at_class_creation_pointing_at_the_class_statement() -> None:
-    """Named for bench/mutation.sh's ``not warns_at_class_creation``: mutmut's trampoline moves the stack level."""
-    with pytest.warns(DeprecationWarning) as record:
-
-        class Old(NWJLoss):
-            def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
-                return joint_value(matrix)
-
-    assert (record[0].filename, record[0].lineno) == (__file__, Old.training_value.__code__.co_firstlineno - 1)
-
-
-def test_a_subclass_without_either_name_inherits_both_silently() -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-
-        class Plain(NWJLoss):
-            def log_pd(self, scores: torch.Tensor, layout=None, *, n_negatives=None) -> torch.Tensor:
-                return scores
-
-    assert "objective" not in vars(Plain) and "training_value" not in vars(Plain)
-    assert Plain.objective is NWJLoss.objective and Plain.training_value is NWJLoss.training_value
-
-
-def test_a_subclass_defining_both_names_keeps_both_silently() -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-
-        class Both(NWJLoss):
-            def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
-                return joint_value(matrix)
-
-            def objective(self, matrix: ScoreMatrix) -> torch.Tensor:
-                return -joint_value(matrix)
-
-        matrix = ScoreMatrix(torch.randn(4, 4))
-        torch.testing.assert_close(Both().training_value(matrix), joint_value(matrix))
-        torch.testing.assert_close(Both().objective(matrix), -joint_value(matrix))
+    with pytest.raises(TypeError, match="abstract method.*training_value"):
+        OnlyObjective()

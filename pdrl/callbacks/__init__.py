@@ -3,7 +3,7 @@ loss guard, and the callbacks that store a run's state in every checkpoint."""
 
 from pdrl.callbacks.checkpoint_state import RandomState, RunConfig, WandbRunId
 from pdrl.callbacks.finite_guard import FiniteGuard, NonFiniteLossError
-from pdrl.callbacks.linear_probe import LinearProbe, linear_probe_accuracy
+from pdrl.callbacks.linear_probe import LinearProbe
 
 __all__ = [
     "FiniteGuard",
@@ -12,5 +12,4 @@ __all__ = [
     "RandomState",
     "RunConfig",
     "WandbRunId",
-    "linear_probe_accuracy",
 ]

@@ -82,8 +82,6 @@ def _numpy_state_to_plain(state: tuple) -> dict[str, Any]:
             "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}  # fmt: skip
 
 
-def _numpy_state_from_plain(state: dict[str, Any] | tuple) -> tuple:
-    if isinstance(state, tuple):  # checkpoints written before the state was stored as a tensor
-        return state
+def _numpy_state_from_plain(state: dict[str, Any]) -> tuple:
     keys = state["keys"].numpy().astype(np.uint32)
     return state["name"], keys, state["position"], state["has_gauss"], state["cached_gaussian"]

@@ -19,8 +19,6 @@ from __future__ import annotations
 import abc
 import math
 import numbers
-import warnings
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -40,26 +38,6 @@ def exp_linear_above(z: torch.Tensor, limit: float = 10.0) -> torch.Tensor:
     """
     # where, not clamp: clamp passes no gradient at z == limit, where the slope is e^limit from both sides
     return torch.exp(torch.where(z > limit, limit, z)) * (1.0 + torch.relu(z - limit))
-
-
-def _objective_alias(training_value: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """A deprecated ``objective(matrix)`` that warns and calls ``training_value``, the one of its own class.
-
-    Bound to the class's own ``training_value`` (not ``self.training_value``), so that ``super().objective(matrix)``
-    in an old subclass still reaches its parent's value rather than the subclass's own again.
-    """
-
-    def objective(self: DependencyLoss, matrix: ScoreMatrix) -> torch.Tensor:
-        """Deprecated: renamed ``training_value(matrix)``, which this calls."""
-        warnings.warn(
-            f"{type(self).__name__}.objective(matrix) is deprecated: it was renamed training_value(matrix), "
-            "the training objective's value (the task's `objective` is the loss module itself).",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return training_value(self, matrix)
-
-    return objective
 
 
 def trained_negatives(shape: tuple[int, ...], layout: Layout | None, n_negatives: int | None) -> int:
@@ -214,28 +192,6 @@ class DependencyLoss(nn.Module, abc.ABC):
         mi = criterion.mi(scores, QueueLayout(len(queue)))   # MoCo: critic.with_queue(q, k, queue)
     """
 
-    def __init_subclass__(cls, **kwargs: object) -> None:
-        """Give every subclass a deprecated ``objective`` alias; adopt an old subclass's ``objective`` as its value.
-
-        ``training_value`` used to be called ``objective``. A subclass that defines ``objective(self, matrix)`` and
-        not ``training_value`` still works: its ``objective`` becomes its ``training_value``, with a
-        ``DeprecationWarning`` here, at class creation. Calling ``objective(matrix)`` on any loss warns and calls
-        ``training_value``.
-        """
-        super().__init_subclass__(**kwargs)
-        own = vars(cls)
-        if "objective" in own and "training_value" not in own:
-            warnings.warn(
-                f"{cls.__module__}.{cls.__qualname__} defines objective(self, matrix), which pdrl renamed "
-                "training_value(self, matrix): rename the method (it is used as training_value until then).",
-                DeprecationWarning,
-                stacklevel=3,  # past ABCMeta.__new__, to the class statement
-            )
-            cls.training_value = own["objective"]
-            cls.objective = _objective_alias(own["objective"])
-        elif "training_value" in own and "objective" not in own:
-            cls.objective = _objective_alias(own["training_value"])
-
     def forward(self, scores: torch.Tensor, layout: Layout | None = None) -> torch.Tensor:
         """Loss to minimise (a scalar): the negative training objective."""
         return -self.training_value(ScoreMatrix(scores, layout))
@@ -253,8 +209,6 @@ class DependencyLoss(nn.Module, abc.ABC):
     @abc.abstractmethod
     def training_value(self, matrix: ScoreMatrix) -> torch.Tensor:
         """The training objective's value, to maximise, on the global batch."""
-
-    objective = _objective_alias(training_value)  # deprecated name of training_value
 
     @abc.abstractmethod
     def mi_readout(self, matrix: ScoreMatrix, *, n_negatives: int | None = None) -> torch.Tensor:

@@ -8,7 +8,6 @@ every stage, the point-wise error of ``objective.log_pd`` against the closed for
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -24,10 +23,6 @@ from pdrl.nets.mlp import MLP
 from pdrl.tasks.names import ObjectiveName
 
 CRITICS = ("separable", "concat")
-# Arguments renamed since checkpoints were first written: old name -> new name. An old checkpoint's hyperparameters
-# still load (``MIEstimation(critic=...)`` warns and maps), and ``pdrl.checkpointing.check_resume`` reads an old
-# run config under the new names, so ``--ckpt_path`` resumes it without reporting a change.
-RENAMED_ARGUMENTS = {"critic": "critic_name"}
 
 
 class MIEstimation(LightningModule):
@@ -44,16 +39,13 @@ class MIEstimation(LightningModule):
     Args:
         objective: registry name of the estimator (``pdrl.losses.build_objective``).
         objective_args: its keyword arguments, e.g. ``{balanced: false}`` for the imbalanced PC.
-        critic_name: ``"separable"`` or ``"concat"``. The old keyword ``critic=`` (in checkpoints written before
-            the rename) is still accepted, with a ``DeprecationWarning``.
+        critic_name: ``"separable"`` or ``"concat"``.
         dim: dimension of x and y.
         hidden_dims: hidden widths of the critic's MLPs.
         embed_dim: embedding size of the separable critic.
         spectral_norm: ``"none"``, ``"last"`` or ``"all"`` layers spectrally normalised.
         lr: Adam learning rate (PD code 1e-3 at batch 128; SMILE code 5e-4 at batch 64).
     """
-
-    RENAMED_ARGUMENTS = RENAMED_ARGUMENTS  # read by pdrl.checkpointing.check_resume
 
     def __init__(
         self,
@@ -65,10 +57,8 @@ class MIEstimation(LightningModule):
         embed_dim: int = 32,
         spectral_norm: str = "none",
         lr: float = 5e-4,
-        **renamed: Any,
     ) -> None:
         super().__init__()
-        critic_name = _take_renamed(renamed, critic_name)
         if critic_name not in CRITICS:
             raise ConfigError(f"MIEstimation(critic_name={critic_name!r}) is unknown: choose one of {CRITICS}.")
         if not lr > 0:
@@ -140,31 +130,6 @@ class MIEstimation(LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return lean_adam(self.parameters(), self.lr)
-
-
-def _take_renamed(renamed: dict[str, Any], critic_name: str) -> str:
-    """Empty ``renamed`` (the keywords beyond the signature) and return ``critic_name``, from the old ``critic=``.
-
-    Only the names of ``RENAMED_ARGUMENTS`` are accepted (any other is a ``TypeError``, as without ``**``); the dict
-    is emptied so that ``save_hyperparameters`` stores the new names only.
-    """
-    unknown = sorted(set(renamed) - set(RENAMED_ARGUMENTS))
-    if unknown:
-        raise TypeError(f"MIEstimation() got unexpected keyword arguments {unknown}.")
-    if "critic" in renamed:
-        critic = renamed.pop("critic")
-        warnings.warn(
-            f"MIEstimation(critic={critic!r}) is deprecated: the argument is now critic_name (config key "
-            "model.init_args.critic_name), the name of the critic's architecture.",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        if critic_name not in ("separable", critic):  # critic_name given too, and not the default: they conflict
-            raise ConfigError(
-                f"MIEstimation got critic={critic!r} and critic_name={critic_name!r}: give critic_name only."
-            )
-        critic_name = critic
-    return critic_name
 
 
 def lean_adam(parameters: Iterable[nn.Parameter], lr: float) -> torch.optim.Adam:

@@ -90,17 +90,6 @@ class CrossModalRetrieval(LightningModule):
             )
         return self.objective.log_pd(scores, n_negatives=negatives)
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        """Read checkpoints written before ``training_negatives``: their ``training_columns`` is k + 1.
-
-        Every training matrix was paired (n x m, one positive per row), so its m columns held k = m - 1 negatives;
-        0 (not known) stays 0.
-        """
-        old, new = prefix + "training_columns", prefix + "training_negatives"
-        if old in state_dict and new not in state_dict:
-            state_dict[new] = (state_dict.pop(old) - 1).clamp(min=0)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     def setup(self, stage: str) -> None:
         batch_size = getattr(self.trainer.datamodule, "hparams", {}).get("batch_size")
         if batch_size is None:
