@@ -17,9 +17,9 @@ DOCS = {path.relative_to(ROOT).as_posix(): path.read_text() for path in sorted((
 CONFIGS = sorted(path.name for path in (ROOT / "configs").glob("*.yaml"))
 CONFIG_NAME = r"configs/([a-z0-9_]+\.yaml)"  # lower-case names: configs/X.yaml is the README's placeholder
 FIT_COMMANDS = [
-    shlex.split(line.split("python -m pdrl.fit", 1)[1].split("#")[0])
+    shlex.split(re.sub(r"\[(--[^]]*)\]", r"\1", line.split("python -m pdrl.fit", 1)[1].split("#")[0]))  # [--opt]
     for text in [README, *DOCS.values()]
-    for line in re.findall(r"python -m pdrl\.fit --config [^`\n]*", text)
+    for line in re.findall(r"python -m pdrl\.fit --config [^`\n]*", re.sub(r"\\\n\s*", " ", text))
     if re.search(CONFIG_NAME, line) and "..." not in line and "<" not in line
 ]
 CONFIGS_WITH_OBJECTIVE = [name for name in CONFIGS if "objective:" in (ROOT / "configs" / name).read_text()]
