@@ -259,3 +259,23 @@ def test_cosine_schedule_resumes_where_it_stopped(tmp_path):
     assert len(first_rates) == 4 and first_rates + later_rates == reference_rates  # the schedule's own step count
     assert reference_rates[-1] == pytest.approx(0.0, abs=1e-12)
     assert all(torch.equal(resumed[name], weight) for name, weight in reference.items())
+
+
+def test_a_run_resumed_twice_at_epoch_ends_keeps_each_epochs_order(tmp_path, monkeypatch):
+    """Stopped at the last batch of an epoch (steps 2 and 6 of 2-batch epochs) and resumed each time: Lightning's
+    epoch count after the second resume was one behind, so epoch 2's order was trained twice; the loader's own
+    epoch, saved in the checkpoint, now decides."""
+    monkeypatch.setenv("PDRL_CACHE_DIR", str(tmp_path / "decoded"))
+    root = write_cifar_folder(tmp_path / "CIFAR-10-images", per_class=8)  # 80 images, batch 32: 2 batches an epoch
+
+    def fit_to(folder: Path, steps: int, resume: bool) -> dict:
+        config = cifar_shaped_config(folder, root)
+        config["trainer"].update(max_steps=steps, logger=False)
+        path = write_config(tmp_path / f"{folder.name}_{steps}.yaml", config)
+        fit.main(["--config", str(path), *(["--ckpt_path", "last"] if resume else [])])
+        return read_checkpoint(find_last_checkpoint(folder))["state_dict"]
+
+    reference = fit_to(tmp_path / "reference", MAX_STEPS, resume=False)
+    for index, steps in enumerate((2, 6, MAX_STEPS)):
+        resumed = fit_to(tmp_path / "resumed", steps, resume=index > 0)
+    assert all(torch.equal(resumed[name], weight) for name, weight in reference.items())

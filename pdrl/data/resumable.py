@@ -56,9 +56,10 @@ class EpochPermutationSampler(Sampler[int]):
         self.seed = seed
         self.epoch = 0
         self.skip = 0
+        self.epoch_offset = 0  # this order's epoch minus Lightning's epoch count (see ResumableDataLoader.__iter__)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch = epoch + self.epoch_offset
 
     def __len__(self) -> int:
         return self.num_samples
@@ -94,6 +95,7 @@ class ResumableDataLoader(DataLoader):
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **kwargs)
         self.seed = seed
         self.batches_done = 0  # batches of the current epoch already yielded (and trained on, see below)
+        self._resumed_epoch: int | None = None  # the epoch whose order a resumed run continues with
 
     def __iter__(self) -> Iterator[Any]:
         # A sized loader is not pre-fetched by Lightning, so a batch yielded is a batch trained on when a
@@ -101,6 +103,12 @@ class ResumableDataLoader(DataLoader):
         if self.batches_done >= len(self):
             self.batches_done = 0
         if isinstance(self.sampler, EpochPermutationSampler):
+            if self._resumed_epoch is not None:
+                # Lightning's epoch count after a resume from a checkpoint saved at an epoch's last batch is not
+                # always the next epoch (a run resumed twice repeated an epoch's order): the order follows the
+                # checkpoint instead, and Lightning's later counts are shifted by the same offset
+                self.sampler.epoch_offset += self._resumed_epoch - self.sampler.epoch
+                self.sampler.epoch, self._resumed_epoch = self._resumed_epoch, None
             self.sampler.skip = self.batches_done * self.batch_size
         elif self.batches_done:
             self.batches_done = 0  # an injected sampler cannot skip: this epoch starts over
@@ -119,3 +127,5 @@ class ResumableDataLoader(DataLoader):
         if isinstance(self.sampler, EpochPermutationSampler):
             self.sampler.seed = self.seed
             self.sampler.set_epoch(state_dict["epoch"])
+            finished = self.batches_done >= len(self)  # saved after the epoch's last batch: the next one follows
+            self._resumed_epoch = state_dict["epoch"] + 1 if finished else state_dict["epoch"]
