@@ -42,6 +42,8 @@ if [ "${MUTATION_KEEP:-0}" != 1 ]; then trap 'rm -rf "$work"' EXIT; fi
     echo "pytest_add_cli_args ="
     echo "    -p"
     echo "    no:cacheprovider"
+    echo "    -p"
+    echo "    no:xdist"  # mutmut runs the tests in its own forked processes, one mutant at a time
     echo "    -k"
     # the 2-process DDP probe test (spawns processes, 20+ s, outside a forked mutant)
     echo "    not gloo_ranks"
